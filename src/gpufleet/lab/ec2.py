@@ -1,0 +1,197 @@
+"""The lab's EC2 API: a moto server on loopback that describes the lab hosts as instances.
+
+Every instance carries the private IP of its lab host and the tags a gpufleet host
+carries in AWS, so the inventory plugin reads the lab exactly as it reads an account.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from gpufleet.lab import LabError
+from gpufleet.lab.system import pid_alive, read_pid, tcp_open, wait_until
+from gpufleet.lab.topology import LabHost, LabTopology
+
+LOOPBACK = "127.0.0.1"
+LAB_HOST_TAG = "gpufleet:lab-host"
+BAKED_IMAGE_NAME = "gpufleet-gpu-lab"
+# moto accepts any credentials; these are the ones its documentation uses.
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def endpoint(port: int) -> str:
+    return f"http://{LOOPBACK}:{port}"
+
+
+def client(topology: LabTopology) -> Any:
+    import boto3
+
+    return boto3.session.Session(**CREDENTIALS, region_name=topology.region).client(
+        "ec2", endpoint_url=endpoint(topology.ec2_port)
+    )
+
+
+def server_pid(ec2_dir: Path) -> int | None:
+    return read_pid(ec2_dir / "server.pid")
+
+
+def start_server(ec2_dir: Path, port: int) -> None:
+    """Start moto on loopback in its own session; it outlives `lab up`."""
+    ec2_dir.mkdir(parents=True, exist_ok=True)
+    with (ec2_dir / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpufleet.lab.ec2", str(port), str(ec2_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    (ec2_dir / "server.pid").write_text(f"{proc.pid}\n")
+    if not wait_until(lambda: tcp_open(LOOPBACK, port) or proc.poll() is not None, 30):
+        raise LabError(f"the local EC2 API did not answer on {endpoint(port)} within 30 s")
+    if proc.poll() is not None:
+        raise LabError(f"the local EC2 API exited at start: see {ec2_dir / 'server.log'}")
+
+
+def stop_server(ec2_dir: Path) -> None:
+    pid = server_pid(ec2_dir)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not pid_alive(pid), 5):
+            os.kill(pid, signal.SIGKILL)
+    (ec2_dir / "server.pid").unlink(missing_ok=True)
+
+
+def seed(topology: LabTopology) -> None:
+    """Describe every lab host as an instance; instances already there are kept."""
+    ec2 = client(topology)
+    existing = _lab_instances(ec2)
+    missing = [h for h in topology.hosts if h.name not in existing]
+    if missing:
+        subnets = _ensure_subnets(ec2, topology)
+        image_id = _base_image(ec2)
+        for host in missing:
+            _run_instance(ec2, host, subnets[host.az_index], image_id)
+    _ensure_baked_image(ec2, topology)
+
+
+def _lab_instances(ec2: Any) -> dict[str, str]:
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "tag-key", "Values": [LAB_HOST_TAG]},
+                 {"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )
+    found = {}
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                found[tags[LAB_HOST_TAG]] = instance["InstanceId"]
+    return found
+
+
+def _ensure_subnets(ec2: Any, topology: LabTopology) -> list[str]:
+    """One VPC over the lab subnet, split into one EC2 subnet per AZ."""
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "cidr", "Values": [topology.subnet]}])["Vpcs"]
+    vpc_id = vpcs[0]["VpcId"] if vpcs else ec2.create_vpc(CidrBlock=topology.subnet)["Vpc"]["VpcId"]
+    halves = list(topology.network.subnets(prefixlen_diff=1))
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+    subnet_ids = []
+    for half, zone in zip(halves, zones, strict=True):
+        found = ec2.describe_subnets(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                     {"Name": "cidr-block", "Values": [str(half)]}]
+        )["Subnets"]
+        if found:
+            subnet_ids.append(found[0]["SubnetId"])
+        else:
+            created = ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(half), AvailabilityZone=zone)
+            subnet_ids.append(created["Subnet"]["SubnetId"])
+    return subnet_ids
+
+
+def _base_image(ec2: Any) -> str:
+    images = ec2.describe_images(Owners=["amazon"])["Images"]
+    if not images:
+        raise LabError("the local EC2 API offers no base image to launch lab instances from")
+    return sorted(images, key=lambda image: image["ImageId"])[0]["ImageId"]
+
+
+def host_tags(host: LabHost, env: str = "lab") -> dict[str, str]:
+    tags = {
+        "Name": host.name,
+        "gpufleet:role": host.role,
+        "gpufleet:pool": host.pool,
+        "gpufleet:env": env,
+        LAB_HOST_TAG: host.name,
+    }
+    if host.model:
+        tags["gpufleet:model"] = host.model
+    return tags
+
+
+def _run_instance(ec2: Any, host: LabHost, subnet_id: str, image_id: str) -> None:
+    request: dict[str, Any] = {
+        "ImageId": image_id,
+        "InstanceType": host.instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "SubnetId": subnet_id,
+        "PrivateIpAddress": host.address,
+        "MetadataOptions": {"HttpTokens": "required"},
+        "TagSpecifications": [
+            {"ResourceType": "instance",
+             "Tags": [{"Key": k, "Value": v} for k, v in host_tags(host).items()]}
+        ],
+    }
+    if host.lifecycle == "spot":
+        request["InstanceMarketOptions"] = {"MarketType": "spot"}
+    ec2.run_instances(**request)
+
+
+def _ensure_baked_image(ec2: Any, topology: LabTopology) -> None:
+    """An AMI shaped like one our Packer bake produces, made from the first GPU host."""
+    if ec2.describe_images(Filters=[{"Name": "name", "Values": [BAKED_IMAGE_NAME]}])["Images"]:
+        return
+    instances = _lab_instances(ec2)
+    source = next((h.name for h in topology.hosts if h.role == "gpu"), topology.hosts[0].name)
+    image = ec2.create_image(InstanceId=instances[source], Name=BAKED_IMAGE_NAME,
+                             Description="gpufleet GPU host image (lab)")
+    ec2.create_tags(
+        Resources=[image["ImageId"]],
+        Tags=[
+            {"Key": "Name", "Value": BAKED_IMAGE_NAME},
+            {"Key": "gpufleet:role", "Value": "gpu"},
+            {"Key": "gpufleet:env", "Value": "lab"},
+            {"Key": "gpufleet:baked-at", "Value": datetime.datetime.now(datetime.UTC).isoformat()},
+        ],
+    )
+
+
+def _serve(port: int) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
+    server.start()
+
+    def shutdown(_signum: int, _frame: FrameType | None) -> None:
+        server.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    # The second argument, the lab's EC2 state dir, only marks the process as the lab's.
+    _serve(int(sys.argv[1]))

@@ -1,0 +1,170 @@
+"""Lab hosts: an overlay over the shared rootfs, per-host identity, and a supervised nspawn."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from gpufleet.lab.system import (
+    mounted,
+    pid_alive,
+    processes_rooted_in,
+    read_pid,
+    run,
+    wait_until,
+)
+from gpufleet.lab.topology import SSH_USER, LabHost, LabPaths, LabTopology
+
+SHUTDOWN_GRACE_SECONDS = 12.0
+
+
+class HostFiles:
+    """Where one host's overlay, identity and supervisor records live."""
+
+    def __init__(self, paths: LabPaths, name: str) -> None:
+        self.root = paths.host_dir(name)
+        self.upper = self.root / "upper"
+        self.work = self.root / "work"
+        self.merged = self.root / "merged"
+        self.host_key = self.root / "ssh_host_ed25519_key"
+        self.nspawn_argv = self.root / "nspawn.json"
+        self.supervisor_pid = self.root / "supervisor.pid"
+        self.nspawn_pid = self.root / "nspawn.pid"
+        self.events = self.root / "events.log"
+        self.console = self.root / "console.log"
+
+
+def ensure_identity(files: HostFiles, host: LabHost) -> str:
+    """Make the host's SSH host key once, so known_hosts survives resets; return its known_hosts line."""
+    files.root.mkdir(parents=True, exist_ok=True)
+    if not files.host_key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name,
+             "-f", str(files.host_key)])
+    key_type, key_body = files.host_key.with_suffix(".pub").read_text().split()[:2]
+    return f"{host.address},{host.name} {key_type} {key_body}"
+
+
+def ensure_overlay(files: HostFiles, rootfs: Path, topology: LabTopology, host: LabHost,
+                   authorized_key: str) -> None:
+    """Mount the host's overlay and write what makes it this host: name, keys, /etc/hosts."""
+    if mounted(files.merged):
+        return
+    for directory in (files.upper, files.work, files.merged):
+        directory.mkdir(parents=True, exist_ok=True)
+    fresh = not any(files.upper.iterdir())
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={rootfs},upperdir={files.upper},workdir={files.work}", str(files.merged)])
+    if fresh:
+        _personalise(files, topology, host, authorized_key)
+
+
+def _personalise(files: HostFiles, topology: LabTopology, host: LabHost, authorized_key: str) -> None:
+    etc = files.merged / "etc"
+    (etc / "hostname").write_text(host.name + "\n")
+    (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+    hosts_lines = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", ""]
+    hosts_lines[2:2] = [f"{h.address} {h.name}" for h in topology.hosts]
+    (etc / "hosts").write_text("\n".join(hosts_lines) + "\n")
+    for suffix in ("", ".pub"):
+        source = files.host_key.with_name(files.host_key.name + suffix)
+        target = etc / "ssh" / source.name
+        shutil.copyfile(source, target)
+        target.chmod(0o600 if suffix == "" else 0o644)
+    ssh_dir = files.merged / "home" / SSH_USER / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(authorized_key)
+    owner = (files.merged / "home" / SSH_USER).stat()
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def nspawn_argv(files: HostFiles, host: LabHost) -> list[str]:
+    return [
+        "systemd-nspawn",
+        "--quiet",
+        f"--directory={files.merged}",
+        "--boot",
+        "--register=no",
+        "--keep-unit",
+        f"--machine={host.name}",
+        f"--hostname={host.name}",
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        "--resolv-conf=copy-host",
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=passive",
+    ]
+
+
+def running(files: HostFiles) -> bool:
+    return read_pid(files.supervisor_pid) is not None
+
+
+def start(files: HostFiles, host: LabHost) -> None:
+    """Start the host's supervisor, which boots the host and boots it again after a reboot."""
+    if running(files):
+        return
+    files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host)))
+    files.nspawn_pid.unlink(missing_ok=True)
+    with files.console.open("ab") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpufleet.lab.supervisor", str(files.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    files.supervisor_pid.write_text(f"{proc.pid}\n")
+
+
+def stop(files: HostFiles) -> None:
+    """Power the host off through its supervisor; kill what is left after a grace period."""
+    supervisor = read_pid(files.supervisor_pid)
+    if supervisor is not None:
+        os.kill(supervisor, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(supervisor), SHUTDOWN_GRACE_SECONDS)
+        if pid_alive(supervisor):
+            os.kill(supervisor, signal.SIGKILL)
+    nspawn = read_pid(files.nspawn_pid)
+    if nspawn is not None:
+        os.kill(nspawn, signal.SIGKILL)
+    _kill_container_processes(files.merged)
+    files.supervisor_pid.unlink(missing_ok=True)
+    files.nspawn_pid.unlink(missing_ok=True)
+
+
+def _kill_container_processes(merged: Path) -> None:
+    for pid in processes_rooted_in(merged):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    wait_until(lambda: not processes_rooted_in(merged), 5.0, interval=0.1)
+
+
+def unmount(files: HostFiles) -> None:
+    if mounted(files.merged):
+        run(["umount", str(files.merged)])
+
+
+def wipe_overlay(files: HostFiles) -> None:
+    """Forget everything the host wrote; its identity (host key) is kept."""
+    for directory in (files.upper, files.work):
+        if directory.exists():
+            shutil.rmtree(directory)
+
+
+def last_exit(files: HostFiles) -> str:
+    """The supervisor's last event line, such as 'exit 133 (reboot)'."""
+    if not files.events.exists():
+        return ""
+    lines = files.events.read_text().strip().splitlines()
+    return lines[-1] if lines else ""
+

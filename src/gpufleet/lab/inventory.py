@@ -1,0 +1,50 @@
+"""The inventory the lab writes: an EC2 inventory source aimed at the local EC2 API.
+
+Playbooks read the lab through the same dynamic EC2 inventory they use in AWS;
+only the endpoint, the credentials and how SSH reaches the hosts differ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gpufleet.lab.ec2 import CREDENTIALS, endpoint
+from gpufleet.lab.topology import SSH_USER, LabPaths, LabTopology
+
+SOURCE_NAME = "lab.aws_ec2.yml"
+
+
+def ssh_common_args(paths: LabPaths) -> str:
+    return f"-o UserKnownHostsFile={paths.known_hosts} -o StrictHostKeyChecking=yes"
+
+
+def write(paths: LabPaths, topology: LabTopology) -> Path:
+    """Write the inventory directory and return it; YAML is written as JSON, its subset."""
+    directory = paths.inventory_dir
+    (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    source = {
+        "plugin": "amazon.aws.aws_ec2",
+        "regions": [topology.region],
+        "endpoint_url": endpoint(topology.ec2_port),
+        "aws_access_key": CREDENTIALS["aws_access_key_id"],
+        "aws_secret_key": CREDENTIALS["aws_secret_access_key"],
+        "filters": {"tag:gpufleet:env": "lab"},
+        "hostnames": ["tag:Name"],
+        "compose": {"ansible_host": "private_ip_address"},
+        "keyed_groups": [
+            {"key": "tags['gpufleet:role']", "prefix": "role"},
+            {"key": "tags['gpufleet:pool']", "prefix": "pool"},
+            {"key": "placement.availability_zone", "prefix": "az"},
+        ],
+    }
+    connection = {
+        "ansible_user": SSH_USER,
+        "ansible_ssh_private_key_file": str(paths.ssh_key),
+        "ansible_ssh_common_args": ssh_common_args(paths),
+    }
+    (directory / SOURCE_NAME).write_text(json.dumps(source, indent=2) + "\n")
+    (directory / "group_vars" / "all" / "lab_connection.yml").write_text(
+        json.dumps(connection, indent=2) + "\n"
+    )
+    return directory

@@ -1,0 +1,298 @@
+"""`gpufleet lab up | down | status | reset | ssh`: the fleet lab's life cycle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gpufleet.lab import LabError, ec2, hosts, inventory, network, rootfs
+from gpufleet.lab.system import (
+    free_port,
+    mounts_below,
+    port_in_use,
+    processes_rooted_in,
+    run,
+    succeeds,
+    tcp_open,
+    wait_until,
+)
+from gpufleet.lab.topology import (
+    BRIDGE,
+    DEFAULT_REGION,
+    DEFAULT_SUBNET,
+    NFT_TABLE,
+    SSH_USER,
+    LabHost,
+    LabPaths,
+    LabTopology,
+    plan,
+)
+
+REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh", "ssh-keygen", "mount")
+SSH_READY_SECONDS = 120.0
+DEFAULT_GPU_HOSTS = 3
+DEFAULT_LB_HOSTS = 1
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    """What `lab up` was asked for; None means the running lab's value, or the default."""
+
+    gpu_hosts: int | None = None
+    lb_hosts: int | None = None
+    subnet: str | None = None
+    region: str | None = None
+    ec2_port: int | None = None
+
+
+def check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it mounts overlays and makes network namespaces")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise LabError(f"missing prerequisite: {', '.join(missing)} (run `make deps`)")
+
+
+def load(paths: LabPaths) -> LabTopology | None:
+    if not paths.lab_file.exists():
+        return None
+    return LabTopology.from_json(paths.lab_file.read_text())
+
+
+def _save(paths: LabPaths, topology: LabTopology) -> None:
+    paths.state.mkdir(parents=True, exist_ok=True)
+    temporary = paths.lab_file.with_suffix(".tmp")
+    temporary.write_text(topology.to_json())
+    temporary.replace(paths.lab_file)
+
+
+def ssh_argv(paths: LabPaths, host: LabHost) -> list[str]:
+    return [
+        "ssh", "-i", str(paths.ssh_key),
+        "-o", f"UserKnownHostsFile={paths.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        f"{SSH_USER}@{host.address}",
+    ]
+
+
+# --- what is there --------------------------------------------------------------------------
+
+def leftovers(paths: LabPaths) -> list[str]:
+    """Every piece of a lab on this machine, whether or not the lab's state file knows of it."""
+    found = []
+    if network.bridge_exists():
+        found.append(f"bridge {BRIDGE}")
+    found += [f"namespace {ns}" for ns in network.lab_namespaces()]
+    if network.nat_present():
+        found.append(f"nft table {NFT_TABLE}")
+    found += [f"mount {m}" for m in mounts_below(paths.state)]
+    found += [f"process {pid} ({what})" for pid, what in _lab_processes(paths)]
+    return found
+
+
+def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
+    markers = {"gpufleet.lab.supervisor": "host supervisor", "gpufleet.lab.ec2": "EC2 API"}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        mine = any(w.startswith(str(paths.state)) for w in words)
+        found += [(int(entry.name), what) for marker, what in markers.items()
+                  if mine and marker in words]
+    for host_dir in sorted((paths.state / "hosts").glob("*")):
+        found += [(pid, f"{host_dir.name} container")
+                  for pid in processes_rooted_in(host_dir / "merged")]
+    return found
+
+
+def host_status(paths: LabPaths, host: LabHost) -> dict[str, object]:
+    files = hosts.HostFiles(paths, host.name)
+    supervised = hosts.running(files)
+    ssh_open = supervised and tcp_open(host.address, 22, timeout=0.5)
+    return {
+        "name": host.name,
+        "role": host.role,
+        "address": host.address,
+        "state": "up" if ssh_open else ("booting" if supervised else "down"),
+        "last_event": hosts.last_exit(files),
+    }
+
+
+def status(paths: LabPaths) -> dict[str, object]:
+    topology = load(paths)
+    if topology is None:
+        pieces = leftovers(paths)
+        return {"state": "stale" if pieces else "absent", "leftovers": pieces, "hosts": []}
+    host_states = [host_status(paths, h) for h in topology.hosts]
+    ec2_up = ec2.server_pid(paths.ec2_dir) is not None and tcp_open("127.0.0.1", topology.ec2_port)
+    healthy = ec2_up and all(h["state"] == "up" for h in host_states)
+    return {
+        "state": "up" if healthy else "degraded",
+        "ec2_endpoint": ec2.endpoint(topology.ec2_port),
+        "ec2_api": "up" if ec2_up else "down",
+        "region": topology.region,
+        "subnet": topology.subnet,
+        "inventory": str(paths.inventory_dir),
+        "ssh_key": str(paths.ssh_key),
+        "hosts": host_states,
+    }
+
+
+# --- up ---------------------------------------------------------------------------------------
+
+def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
+    """The topology to bring up: the running lab's (a recovery) or a new plan."""
+    current = load(paths)
+    if current is None:
+        pieces = leftovers(paths)
+        if pieces:
+            raise LabError(f"a stale lab from an earlier run is still here ({pieces[0]}, "
+                           f"{len(pieces)} pieces in all): run `gpufleet lab down` first")
+        topology = plan(
+            DEFAULT_GPU_HOSTS if request.gpu_hosts is None else request.gpu_hosts,
+            DEFAULT_LB_HOSTS if request.lb_hosts is None else request.lb_hosts,
+            request.subnet or DEFAULT_SUBNET,
+            request.region or DEFAULT_REGION,
+        )
+        network.check_subnet_is_free(topology)
+        return topology
+    wanted = plan(
+        len([h for h in current.hosts if h.role == "gpu"]) if request.gpu_hosts is None
+        else request.gpu_hosts,
+        len([h for h in current.hosts if h.role == "lb"]) if request.lb_hosts is None
+        else request.lb_hosts,
+        request.subnet or current.subnet,
+        request.region or current.region,
+    )
+    if wanted.hosts != current.hosts or wanted.region != current.region:
+        raise LabError("a lab with another topology is up: run `gpufleet lab down` before "
+                       "changing hosts, subnet or region")
+    if request.ec2_port not in (None, current.ec2_port):
+        raise LabError(f"the lab's EC2 API already listens on port {current.ec2_port}")
+    return current
+
+
+def _choose_ec2_port(paths: LabPaths, topology: LabTopology, requested: int | None) -> int:
+    if ec2.server_pid(paths.ec2_dir) is not None and topology.ec2_port:
+        return topology.ec2_port
+    port = requested if requested is not None else (topology.ec2_port or free_port())
+    if port_in_use(port):
+        raise LabError(f"port {port} on 127.0.0.1 is busy: choose another with --ec2-port")
+    return port
+
+
+def _ensure_ssh_key(paths: LabPaths) -> str:
+    paths.ssh_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not paths.ssh_key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gpufleet-lab",
+             "-f", str(paths.ssh_key)])
+    return paths.ssh_key.with_suffix(".pub").read_text()
+
+
+def _bring_up_host(paths: LabPaths, topology: LabTopology, host: LabHost, lower: Path,
+                   authorized_key: str) -> str:
+    files = hosts.HostFiles(paths, host.name)
+    known_host = hosts.ensure_identity(files, host)
+    network.ensure_host_link(topology, host)
+    hosts.ensure_overlay(files, lower, topology, host, authorized_key)
+    hosts.start(files, host)
+    return known_host
+
+
+def wait_for_ssh(paths: LabPaths, topology: LabTopology, names: list[str]) -> None:
+    """Wait until every named host accepts SSH as the lab user."""
+    targets = [topology.host(n) for n in names]
+
+    def ready(host: LabHost) -> bool:
+        return tcp_open(host.address, 22) and succeeds([*ssh_argv(paths, host), "true"])
+
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        results = pool.map(lambda h: wait_until(lambda: ready(h), SSH_READY_SECONDS, 1.0), targets)
+    late = [h.name for h, ok in zip(targets, results, strict=True) if not ok]
+    if late:
+        raise LabError(f"no SSH from {', '.join(late)} within {SSH_READY_SECONDS:.0f} s: "
+                       f"see {paths.host_dir(late[0]) / 'console.log'}")
+
+
+def up(paths: LabPaths, request: UpRequest) -> LabTopology:
+    check_prerequisites()
+    topology = _resolve(paths, request)
+    topology = replace(topology, ec2_port=_choose_ec2_port(paths, topology, request.ec2_port))
+    lower = rootfs.ensure_rootfs(paths.cache)
+    authorized_key = _ensure_ssh_key(paths)
+    _save(paths, topology)
+    network.ensure_bridge(topology)
+    forward_before = network.ensure_nat(topology)
+    if not topology.ip_forward_before:
+        topology = replace(topology, ip_forward_before=forward_before)
+        _save(paths, topology)
+    known_hosts = [_bring_up_host(paths, topology, h, lower, authorized_key)
+                   for h in topology.hosts]
+    paths.known_hosts.write_text("\n".join(known_hosts) + "\n")
+    if ec2.server_pid(paths.ec2_dir) is None:
+        ec2.start_server(paths.ec2_dir, topology.ec2_port)
+    ec2.seed(topology)
+    inventory.write(paths, topology)
+    wait_for_ssh(paths, topology, [h.name for h in topology.hosts])
+    return topology
+
+
+# --- reset and down ---------------------------------------------------------------------------
+
+def reset(paths: LabPaths, names: list[str]) -> None:
+    """Give the named hosts a fresh disk: as if just launched from the lab's image."""
+    check_prerequisites()
+    topology = load(paths)
+    if topology is None:
+        raise LabError("the lab is not up: run `gpufleet lab up` first")
+    targets = [topology.host(n) for n in names] if names else topology.hosts
+    lower = rootfs.ensure_rootfs(paths.cache)
+    authorized_key = _ensure_ssh_key(paths)
+
+    def fresh(host: LabHost) -> None:
+        files = hosts.HostFiles(paths, host.name)
+        hosts.stop(files)
+        hosts.unmount(files)
+        hosts.wipe_overlay(files)
+        _bring_up_host(paths, topology, host, lower, authorized_key)
+
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        list(pool.map(fresh, targets))
+    wait_for_ssh(paths, topology, [h.name for h in targets])
+
+
+def down(paths: LabPaths) -> list[str]:
+    """Remove the lab entirely; return whatever could not be removed (empty when clean)."""
+    check_prerequisites()
+    topology = load(paths)
+    host_dirs = sorted((paths.state / "hosts").glob("*"))
+    with ThreadPoolExecutor(max_workers=max(1, len(host_dirs))) as pool:
+        list(pool.map(lambda d: hosts.stop(hosts.HostFiles(paths, d.name)), host_dirs))
+    for pid, _what in _lab_processes(paths):
+        _kill(pid)
+    ec2.stop_server(paths.ec2_dir)
+    for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):
+        run(["umount", "--lazy", str(mount_point)], check=False)
+    network.teardown(topology.ip_forward_before if topology else "")
+    remaining = leftovers(paths)
+    if not remaining and paths.state.exists():
+        shutil.rmtree(paths.state)
+    return remaining
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    time.sleep(0.1)

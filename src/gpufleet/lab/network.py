@@ -1,0 +1,99 @@
+"""The lab's network: one bridge, a namespace and veth per host, and NAT to the package mirror."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+from gpufleet.lab import LabError
+from gpufleet.lab.system import run, succeeds
+from gpufleet.lab.topology import BRIDGE, NETNS_PREFIX, NFT_TABLE, LabHost, LabTopology
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def check_subnet_is_free(topology: LabTopology) -> None:
+    """Refuse a subnet that overlaps an address the machine already routes elsewhere."""
+    lab_net = topology.network
+    routes = json.loads(run(["ip", "-json", "route", "show"]) or "[]")
+    for route in routes:
+        if route.get("dev") == BRIDGE or route.get("dst") in (None, "default"):
+            continue
+        try:
+            other = ipaddress.IPv4Network(route["dst"], strict=False)
+        except ValueError:
+            continue
+        if lab_net.overlaps(other):
+            raise LabError(
+                f"--subnet {lab_net} overlaps {other} on {route.get('dev')}: choose another subnet"
+            )
+
+
+def bridge_exists() -> bool:
+    return succeeds(["ip", "link", "show", "dev", BRIDGE])
+
+
+def ensure_bridge(topology: LabTopology) -> None:
+    if not bridge_exists():
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    address = f"{topology.gateway}/{topology.prefixlen}"
+    if address not in run(["ip", "-brief", "address", "show", "dev", BRIDGE]):
+        run(["ip", "address", "add", address, "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+
+
+def ensure_nat(topology: LabTopology) -> str:
+    """Masquerade the lab subnet out of the machine; return ip_forward as it was before."""
+    before = IP_FORWARD.read_text().strip()
+    IP_FORWARD.write_text("1\n")
+    ruleset = f"""
+table ip {NFT_TABLE}
+delete table ip {NFT_TABLE}
+table ip {NFT_TABLE} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {topology.subnet} oifname != "{BRIDGE}" masquerade
+    }}
+}}
+"""
+    run(["nft", "-f", "-"], input_text=ruleset)
+    return before
+
+
+def ensure_host_link(topology: LabTopology, host: LabHost) -> None:
+    """Give the host its namespace, a veth into the bridge, its address and a default route."""
+    if not Path(f"/run/netns/{host.netns}").exists():
+        run(["ip", "netns", "add", host.netns])
+    in_ns = ["ip", "-netns", host.netns]
+    if not succeeds(["ip", "link", "show", "dev", host.veth]):
+        run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0",
+             "netns", host.netns])
+    run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
+    address = f"{host.address}/{topology.prefixlen}"
+    if address not in run([*in_ns, "-brief", "address", "show", "dev", "eth0"]):
+        run([*in_ns, "address", "add", address, "dev", "eth0"])
+    run([*in_ns, "link", "set", "lo", "up"])
+    run([*in_ns, "link", "set", "eth0", "up"])
+    run([*in_ns, "route", "replace", "default", "via", topology.gateway])
+
+
+def lab_namespaces() -> list[str]:
+    names = run(["ip", "netns", "list"], check=False).split("\n")
+    return [line.split()[0] for line in names if line.startswith(NETNS_PREFIX)]
+
+
+def nat_present() -> bool:
+    return succeeds(["nft", "list", "table", "ip", NFT_TABLE])
+
+
+def teardown(ip_forward_before: str) -> None:
+    """Remove every namespace, veth, the bridge and the NAT table the lab made."""
+    for netns in lab_namespaces():
+        run(["ip", "netns", "delete", netns], check=False)
+    if bridge_exists():
+        run(["ip", "link", "delete", BRIDGE])
+    if nat_present():
+        run(["nft", "delete", "table", "ip", NFT_TABLE])
+    if ip_forward_before in ("0", "1"):
+        IP_FORWARD.write_text(ip_forward_before + "\n")

@@ -1,0 +1,113 @@
+"""Thin wrappers over the host tools the lab drives (ip, nft, mount, ssh-keygen)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gpufleet.lab import LabError
+
+
+def run(argv: list[str], *, check: bool = True, input_text: str | None = None) -> str:
+    """Run a command and return its stdout; on failure raise LabError with its stderr."""
+    proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        reason = detail[-1] if detail else f"exit status {proc.returncode}"
+        raise LabError(f"{' '.join(argv[:4])} failed: {reason}")
+    return proc.stdout
+
+
+def succeeds(argv: list[str]) -> bool:
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def processes_rooted_in(root: Path) -> list[int]:
+    """PIDs whose root directory is `root`: every process of a container, wherever it came from."""
+    target = str(root)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "root") == target:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def mounted(path: Path) -> bool:
+    target = str(path)
+    with Path("/proc/self/mountinfo").open() as mountinfo:
+        return any(line.split()[4] == target for line in mountinfo)
+
+
+def mounts_below(path: Path) -> list[Path]:
+    prefix = str(path).rstrip("/") + "/"
+    with Path("/proc/self/mountinfo").open() as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    return [Path(p) for p in points if p.startswith(prefix)]
+
+
+def port_in_use(port: int, address: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def tcp_open(address: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,169 @@
+"""What the lab is made of: its paths, its subnet and one record per host."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gpufleet.lab import LabError
+
+BRIDGE = "gflab0"
+NFT_TABLE = "gpufleet_lab"
+NETNS_PREFIX = "gflab-"
+VETH_PREFIX = "gfl-"
+SSH_USER = "admin"
+DEFAULT_SUBNET = "10.77.0.0/24"
+DEFAULT_REGION = "us-east-1"
+
+# Served models and instance types cycle over the GPU hosts so the inventory
+# sees the variety a real fleet has: two models, two GPU families, spot and on-demand.
+GPU_MODELS = ("llama3.1:8b", "llama3.1:8b", "qwen2.5:7b")
+GPU_INSTANCE_TYPES = ("g4dn.xlarge", "g5.xlarge")
+LB_INSTANCE_TYPE = "t3.medium"
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    state: Path
+    cache: Path
+
+    @classmethod
+    def from_environment(cls) -> LabPaths:
+        return cls(
+            state=Path(os.environ.get("GPUFLEET_LAB_STATE", "/var/lib/gpufleet-lab")),
+            cache=Path(os.environ.get("GPUFLEET_LAB_CACHE", "/var/cache/gpufleet-lab")),
+        )
+
+    @property
+    def lab_file(self) -> Path:
+        return self.state / "lab.json"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "ssh" / "known_hosts"
+
+    @property
+    def inventory_dir(self) -> Path:
+        return self.state / "inventory"
+
+    @property
+    def ec2_dir(self) -> Path:
+        return self.state / "ec2"
+
+    def host_dir(self, name: str) -> Path:
+        return self.state / "hosts" / name
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    role: str
+    address: str
+    az_index: int
+    instance_type: str
+    lifecycle: str
+    pool: str
+    model: str = ""
+
+    @property
+    def netns(self) -> str:
+        return NETNS_PREFIX + self.name
+
+    @property
+    def veth(self) -> str:
+        return VETH_PREFIX + self.name
+
+
+@dataclass
+class LabTopology:
+    subnet: str
+    region: str
+    hosts: list[LabHost]
+    ec2_port: int = 0
+    # The machine's net.ipv4.ip_forward before the lab turned it on, restored by `lab down`.
+    ip_forward_before: str = ""
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def gateway(self) -> str:
+        return str(self.network.network_address + 1)
+
+    @property
+    def prefixlen(self) -> int:
+        return self.network.prefixlen
+
+    def host(self, name: str) -> LabHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in self.hosts)
+        raise LabError(f"no lab host named {name!r} (the lab has: {known})")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> LabTopology:
+        data = json.loads(text)
+        data["hosts"] = [LabHost(**h) for h in data["hosts"]]
+        return cls(**data)
+
+
+def plan(gpu_hosts: int, lb_hosts: int, subnet: str, region: str) -> LabTopology:
+    """Lay out the hosts: GPU hosts first, then load balancers, alternating two AZs.
+
+    The subnet is split in two halves, one per AZ, as two EC2 subnets would be.
+    """
+    if gpu_hosts < 0 or lb_hosts < 0 or gpu_hosts + lb_hosts == 0:
+        raise LabError("the lab needs at least one host: set --gpu-hosts and --lb-hosts >= 0")
+    try:
+        network = ipaddress.IPv4Network(subnet)
+    except ValueError as exc:
+        raise LabError(f"--subnet {subnet!r} is not an IPv4 network: {exc}") from None
+    if not network.is_private or network.prefixlen > 26:
+        raise LabError(f"--subnet {subnet} must be a private IPv4 network of /26 or larger")
+    half = network.num_addresses // 2
+    per_az = half - 12
+    if (gpu_hosts + lb_hosts + 1) // 2 > per_az:
+        raise LabError(f"--subnet {subnet} is too small for {gpu_hosts + lb_hosts} hosts")
+
+    roles = [("gpu", i) for i in range(1, gpu_hosts + 1)] + [("lb", i) for i in range(1, lb_hosts + 1)]
+    hosts = []
+    for index, (role, number) in enumerate(roles):
+        az_index = index % 2
+        address = network.network_address + az_index * half + 10 + index // 2
+        hosts.append(_host(role, number, str(address), az_index))
+    return LabTopology(subnet=str(network), region=region, hosts=hosts)
+
+
+def _host(role: str, number: int, address: str, az_index: int) -> LabHost:
+    if role == "lb":
+        return LabHost(
+            name=f"lb-{number}",
+            role="lb",
+            address=address,
+            az_index=az_index,
+            instance_type=LB_INSTANCE_TYPE,
+            lifecycle="on-demand",
+            pool="edge",
+        )
+    return LabHost(
+        name=f"gpu-{number}",
+        role="gpu",
+        address=address,
+        az_index=az_index,
+        instance_type=GPU_INSTANCE_TYPES[(number - 1) % len(GPU_INSTANCE_TYPES)],
+        lifecycle="spot" if number % 2 == 0 else "on-demand",
+        pool="chat",
+        model=GPU_MODELS[(number - 1) % len(GPU_MODELS)],
+    )
