@@ -47,8 +47,10 @@ def _print_status(report: dict[str, object]) -> None:
         if key in report:
             print(f"  {key.replace('_', ' ')}: {report[key]}")
     for host in report["hosts"]:  # type: ignore[attr-defined]
-        print(f"  {host['name']:<8} {host['role']:<4} {host['address']:<15} {host['state']:<8} "
-              f"{host['last_event']}")
+        print(
+            f"  {host['name']:<8} {host['role']:<4} {host['address']:<15} {host['state']:<8} "
+            f"{host['last_event']}"
+        )
     for piece in report.get("leftovers", []):  # type: ignore[attr-defined]
         print(f"  leftover: {piece}")
 
@@ -56,8 +58,9 @@ def _print_status(report: dict[str, object]) -> None:
 def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
     if args.action == "up":
         started = time.monotonic()
-        request = lab.UpRequest(args.gpu_hosts, args.lb_hosts, args.subnet, args.region,
-                                args.ec2_port)
+        request = lab.UpRequest(
+            args.gpu_hosts, args.lb_hosts, args.subnet, args.region, args.ec2_port
+        )
         topology = lab.up(paths, request)
         elapsed = time.monotonic() - started
         print(f"lab up: {len(topology.hosts)} hosts in {elapsed:.1f} s")

@@ -86,8 +86,10 @@ def seed(topology: LabTopology) -> None:
 
 def _lab_instances(ec2: Any) -> dict[str, str]:
     pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "tag-key", "Values": [LAB_HOST_TAG]},
-                 {"Name": "instance-state-name", "Values": ["pending", "running"]}]
+        Filters=[
+            {"Name": "tag-key", "Values": [LAB_HOST_TAG]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
     )
     found = {}
     for page in pages:
@@ -107,8 +109,10 @@ def _ensure_subnets(ec2: Any, topology: LabTopology) -> list[str]:
     subnet_ids = []
     for half, zone in zip(halves, zones, strict=True):
         found = ec2.describe_subnets(
-            Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
-                     {"Name": "cidr-block", "Values": [str(half)]}]
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc_id]},
+                {"Name": "cidr-block", "Values": [str(half)]},
+            ]
         )["Subnets"]
         if found:
             subnet_ids.append(found[0]["SubnetId"])
@@ -148,8 +152,10 @@ def _run_instance(ec2: Any, host: LabHost, subnet_id: str, image_id: str) -> Non
         "PrivateIpAddress": host.address,
         "MetadataOptions": {"HttpTokens": "required"},
         "TagSpecifications": [
-            {"ResourceType": "instance",
-             "Tags": [{"Key": k, "Value": v} for k, v in host_tags(host).items()]}
+            {
+                "ResourceType": "instance",
+                "Tags": [{"Key": k, "Value": v} for k, v in host_tags(host).items()],
+            }
         ],
     }
     if host.lifecycle == "spot":
@@ -163,8 +169,11 @@ def _ensure_baked_image(ec2: Any, topology: LabTopology) -> None:
         return
     instances = _lab_instances(ec2)
     source = next((h.name for h in topology.hosts if h.role == "gpu"), topology.hosts[0].name)
-    image = ec2.create_image(InstanceId=instances[source], Name=BAKED_IMAGE_NAME,
-                             Description="gpufleet GPU host image (lab)")
+    image = ec2.create_image(
+        InstanceId=instances[source],
+        Name=BAKED_IMAGE_NAME,
+        Description="gpufleet GPU host image (lab)",
+    )
     ec2.create_tags(
         Resources=[image["ImageId"]],
         Tags=[

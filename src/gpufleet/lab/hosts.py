@@ -41,30 +41,54 @@ class HostFiles:
 
 
 def ensure_identity(files: HostFiles, host: LabHost) -> str:
-    """Make the host's SSH host key once, so known_hosts survives resets; return its known_hosts line."""
+    """Make the host's SSH key once, kept across resets; return the host's known_hosts line."""
     files.root.mkdir(parents=True, exist_ok=True)
     if not files.host_key.exists():
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name,
-             "-f", str(files.host_key)])
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                host.name,
+                "-f",
+                str(files.host_key),
+            ]
+        )
     key_type, key_body = files.host_key.with_suffix(".pub").read_text().split()[:2]
     return f"{host.address},{host.name} {key_type} {key_body}"
 
 
-def ensure_overlay(files: HostFiles, rootfs: Path, topology: LabTopology, host: LabHost,
-                   authorized_key: str) -> None:
+def ensure_overlay(
+    files: HostFiles, rootfs: Path, topology: LabTopology, host: LabHost, authorized_key: str
+) -> None:
     """Mount the host's overlay and write what makes it this host: name, keys, /etc/hosts."""
     if mounted(files.merged):
         return
     for directory in (files.upper, files.work, files.merged):
         directory.mkdir(parents=True, exist_ok=True)
     fresh = not any(files.upper.iterdir())
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={rootfs},upperdir={files.upper},workdir={files.work}", str(files.merged)])
+    run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={rootfs},upperdir={files.upper},workdir={files.work}",
+            str(files.merged),
+        ]
+    )
     if fresh:
         _personalise(files, topology, host, authorized_key)
 
 
-def _personalise(files: HostFiles, topology: LabTopology, host: LabHost, authorized_key: str) -> None:
+def _personalise(
+    files: HostFiles, topology: LabTopology, host: LabHost, authorized_key: str
+) -> None:
     etc = files.merged / "etc"
     (etc / "hostname").write_text(host.name + "\n")
     (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
@@ -161,10 +185,8 @@ def wipe_overlay(files: HostFiles) -> None:
             shutil.rmtree(directory)
 
 
-def last_exit(files: HostFiles) -> str:
-    """The supervisor's last event line, such as 'exit 133 (reboot)'."""
+def events(files: HostFiles) -> list[str]:
+    """The supervisor's event lines: boots and exits, such as 'exit 133 (reboot)'."""
     if not files.events.exists():
-        return ""
-    lines = files.events.read_text().strip().splitlines()
-    return lines[-1] if lines else ""
-
+        return []
+    return files.events.read_text().strip().splitlines()

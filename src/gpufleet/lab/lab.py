@@ -72,16 +72,23 @@ def _save(paths: LabPaths, topology: LabTopology) -> None:
 
 def ssh_argv(paths: LabPaths, host: LabHost) -> list[str]:
     return [
-        "ssh", "-i", str(paths.ssh_key),
-        "-o", f"UserKnownHostsFile={paths.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
-        "-o", "ConnectTimeout=5",
+        "ssh",
+        "-i",
+        str(paths.ssh_key),
+        "-o",
+        f"UserKnownHostsFile={paths.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
         f"{SSH_USER}@{host.address}",
     ]
 
 
 # --- what is there --------------------------------------------------------------------------
+
 
 def leftovers(paths: LabPaths) -> list[str]:
     """Every piece of a lab on this machine, whether or not the lab's state file knows of it."""
@@ -107,11 +114,13 @@ def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
         except OSError:
             continue
         mine = any(w.startswith(str(paths.state)) for w in words)
-        found += [(int(entry.name), what) for marker, what in markers.items()
-                  if mine and marker in words]
+        found += [
+            (int(entry.name), what) for marker, what in markers.items() if mine and marker in words
+        ]
     for host_dir in sorted((paths.state / "hosts").glob("*")):
-        found += [(pid, f"{host_dir.name} container")
-                  for pid in processes_rooted_in(host_dir / "merged")]
+        found += [
+            (pid, f"{host_dir.name} container") for pid in processes_rooted_in(host_dir / "merged")
+        ]
     return found
 
 
@@ -119,12 +128,14 @@ def host_status(paths: LabPaths, host: LabHost) -> dict[str, object]:
     files = hosts.HostFiles(paths, host.name)
     supervised = hosts.running(files)
     ssh_open = supervised and tcp_open(host.address, 22, timeout=0.5)
+    history = hosts.events(files)
     return {
         "name": host.name,
         "role": host.role,
         "address": host.address,
         "state": "up" if ssh_open else ("booting" if supervised else "down"),
-        "last_event": hosts.last_exit(files),
+        "last_event": history[-1] if history else "",
+        "reboots": sum(line.endswith("(reboot)") for line in history),
     }
 
 
@@ -150,14 +161,17 @@ def status(paths: LabPaths) -> dict[str, object]:
 
 # --- up ---------------------------------------------------------------------------------------
 
+
 def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
     """The topology to bring up: the running lab's (a recovery) or a new plan."""
     current = load(paths)
     if current is None:
         pieces = leftovers(paths)
         if pieces:
-            raise LabError(f"a stale lab from an earlier run is still here ({pieces[0]}, "
-                           f"{len(pieces)} pieces in all): run `gpufleet lab down` first")
+            raise LabError(
+                f"a stale lab from an earlier run is still here ({pieces[0]}, "
+                f"{len(pieces)} pieces in all): run `gpufleet lab down` first"
+            )
         topology = plan(
             DEFAULT_GPU_HOSTS if request.gpu_hosts is None else request.gpu_hosts,
             DEFAULT_LB_HOSTS if request.lb_hosts is None else request.lb_hosts,
@@ -167,16 +181,20 @@ def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
         network.check_subnet_is_free(topology)
         return topology
     wanted = plan(
-        len([h for h in current.hosts if h.role == "gpu"]) if request.gpu_hosts is None
+        len([h for h in current.hosts if h.role == "gpu"])
+        if request.gpu_hosts is None
         else request.gpu_hosts,
-        len([h for h in current.hosts if h.role == "lb"]) if request.lb_hosts is None
+        len([h for h in current.hosts if h.role == "lb"])
+        if request.lb_hosts is None
         else request.lb_hosts,
         request.subnet or current.subnet,
         request.region or current.region,
     )
     if wanted.hosts != current.hosts or wanted.region != current.region:
-        raise LabError("a lab with another topology is up: run `gpufleet lab down` before "
-                       "changing hosts, subnet or region")
+        raise LabError(
+            "a lab with another topology is up: run `gpufleet lab down` before "
+            "changing hosts, subnet or region"
+        )
     if request.ec2_port not in (None, current.ec2_port):
         raise LabError(f"the lab's EC2 API already listens on port {current.ec2_port}")
     return current
@@ -194,13 +212,26 @@ def _choose_ec2_port(paths: LabPaths, topology: LabTopology, requested: int | No
 def _ensure_ssh_key(paths: LabPaths) -> str:
     paths.ssh_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not paths.ssh_key.exists():
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gpufleet-lab",
-             "-f", str(paths.ssh_key)])
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "gpufleet-lab",
+                "-f",
+                str(paths.ssh_key),
+            ]
+        )
     return paths.ssh_key.with_suffix(".pub").read_text()
 
 
-def _bring_up_host(paths: LabPaths, topology: LabTopology, host: LabHost, lower: Path,
-                   authorized_key: str) -> str:
+def _bring_up_host(
+    paths: LabPaths, topology: LabTopology, host: LabHost, lower: Path, authorized_key: str
+) -> str:
     files = hosts.HostFiles(paths, host.name)
     known_host = hosts.ensure_identity(files, host)
     network.ensure_host_link(topology, host)
@@ -220,8 +251,10 @@ def wait_for_ssh(paths: LabPaths, topology: LabTopology, names: list[str]) -> No
         results = pool.map(lambda h: wait_until(lambda: ready(h), SSH_READY_SECONDS, 1.0), targets)
     late = [h.name for h, ok in zip(targets, results, strict=True) if not ok]
     if late:
-        raise LabError(f"no SSH from {', '.join(late)} within {SSH_READY_SECONDS:.0f} s: "
-                       f"see {paths.host_dir(late[0]) / 'console.log'}")
+        raise LabError(
+            f"no SSH from {', '.join(late)} within {SSH_READY_SECONDS:.0f} s: "
+            f"see {paths.host_dir(late[0]) / 'console.log'}"
+        )
 
 
 def up(paths: LabPaths, request: UpRequest) -> LabTopology:
@@ -236,8 +269,9 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     if not topology.ip_forward_before:
         topology = replace(topology, ip_forward_before=forward_before)
         _save(paths, topology)
-    known_hosts = [_bring_up_host(paths, topology, h, lower, authorized_key)
-                   for h in topology.hosts]
+    known_hosts = [
+        _bring_up_host(paths, topology, h, lower, authorized_key) for h in topology.hosts
+    ]
     paths.known_hosts.write_text("\n".join(known_hosts) + "\n")
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port)
@@ -248,6 +282,7 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
 
 
 # --- reset and down ---------------------------------------------------------------------------
+
 
 def reset(paths: LabPaths, names: list[str]) -> None:
     """Give the named hosts a fresh disk: as if just launched from the lab's image."""

@@ -67,8 +67,21 @@ def ensure_host_link(topology: LabTopology, host: LabHost) -> None:
         run(["ip", "netns", "add", host.netns])
     in_ns = ["ip", "-netns", host.netns]
     if not succeeds(["ip", "link", "show", "dev", host.veth]):
-        run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0",
-             "netns", host.netns])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                host.veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                host.netns,
+            ]
+        )
     run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
     address = f"{host.address}/{topology.prefixlen}"
     if address not in run([*in_ns, "-brief", "address", "show", "dev", "eth0"]):

@@ -19,10 +19,12 @@ SUITE = "bookworm"
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "openssh-server", "iproute2", "sudo")
 MIRROR = os.environ.get("GPUFLEET_LAB_MIRROR", "http://deb.debian.org/debian")
 
+SECURITY_MIRROR = MIRROR.rsplit("/", 1)[0] + "/debian-security"
+COMPONENTS = "main contrib non-free non-free-firmware"
 SOURCES_LIST = f"""\
-deb {MIRROR} {SUITE} main contrib non-free non-free-firmware
-deb {MIRROR} {SUITE}-updates main contrib non-free non-free-firmware
-deb {MIRROR.rsplit("/", 1)[0]}/debian-security {SUITE}-security main contrib non-free non-free-firmware
+deb {MIRROR} {SUITE} {COMPONENTS}
+deb {MIRROR} {SUITE}-updates {COMPONENTS}
+deb {SECURITY_MIRROR} {SUITE}-security {COMPONENTS}
 """
 
 # Only the lab's generated ed25519 key is offered, so known_hosts has one line per host.
@@ -52,7 +54,9 @@ def ensure_rootfs(cache: Path) -> Path:
     if (target / "etc" / "os-release").exists():
         return target
     if shutil.which("debootstrap") is None:
-        raise LabError("debootstrap is not installed: run `make deps` or apt-get install debootstrap")
+        raise LabError(
+            "debootstrap is not installed: run `make deps` or apt-get install debootstrap"
+        )
     building = target.with_name(target.name + ".building")
     if building.exists():
         shutil.rmtree(building)
@@ -81,8 +85,19 @@ def _customise(root: Path) -> None:
     (root / "etc" / "apt" / "sources.list").write_text(SOURCES_LIST)
     # Each host gets its own machine id at boot.
     (root / "etc" / "machine-id").write_text("")
-    run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash",
-         "--groups", "sudo", SSH_USER])
+    run(
+        [
+            "chroot",
+            str(root),
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--groups",
+            "sudo",
+            SSH_USER,
+        ]
+    )
     sudoers = root / "etc" / "sudoers.d" / SSH_USER
     sudoers.write_text(SUDOERS)
     sudoers.chmod(0o440)

@@ -60,7 +60,7 @@ def processes_rooted_in(root: Path) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            if os.readlink(entry / "root") == target:
+            if str((entry / "root").readlink()) == target:
                 pids.append(int(entry.name))
         except OSError:
             continue

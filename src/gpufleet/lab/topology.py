@@ -137,7 +137,9 @@ def plan(gpu_hosts: int, lb_hosts: int, subnet: str, region: str) -> LabTopology
     if (gpu_hosts + lb_hosts + 1) // 2 > per_az:
         raise LabError(f"--subnet {subnet} is too small for {gpu_hosts + lb_hosts} hosts")
 
-    roles = [("gpu", i) for i in range(1, gpu_hosts + 1)] + [("lb", i) for i in range(1, lb_hosts + 1)]
+    roles = [("gpu", i) for i in range(1, gpu_hosts + 1)] + [
+        ("lb", i) for i in range(1, lb_hosts + 1)
+    ]
     hosts = []
     for index, (role, number) in enumerate(roles):
         az_index = index % 2

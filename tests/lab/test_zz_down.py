@@ -1,0 +1,41 @@
+"""`lab down` leaves nothing: no host processes, mounts, namespaces, bridge, nft rules or moto."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import gpufleet
+
+from gpufleet.lab.system import tcp_open
+from gpufleet.lab.topology import BRIDGE, NFT_TABLE, LabPaths
+
+
+@pytest.mark.lab_teardown
+def test_down_leaves_nothing(lab):
+    paths = LabPaths.from_environment()
+    ec2_port = int(lab["ec2_endpoint"].rsplit(":", 1)[1])
+    forward_before = json.loads(paths.lab_file.read_text())["ip_forward_before"]
+
+    gpufleet("lab", "down")
+
+    assert not paths.state.exists()
+    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    assert (
+        "gflab-"
+        not in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert (
+        subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True).returncode
+        != 0
+    )
+    assert str(paths.state) not in Path("/proc/self/mountinfo").read_text()
+    assert not tcp_open("127.0.0.1", ec2_port)
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "systemd-nspawn" not in processes
+    assert "gpufleet.lab." not in processes
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == forward_before
+    status = gpufleet("lab", "status", check=False)
+    assert status.returncode == 3

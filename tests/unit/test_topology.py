@@ -1,0 +1,60 @@
+import pytest
+
+from gpufleet.lab import LabError
+from gpufleet.lab.topology import LabTopology, plan
+
+
+def test_default_plan_has_three_gpu_hosts_and_one_lb_over_two_azs():
+    topology = plan(3, 1, "10.77.0.0/24", "us-east-1")
+    assert [h.name for h in topology.hosts] == ["gpu-1", "gpu-2", "gpu-3", "lb-1"]
+    assert [h.address for h in topology.hosts] == [
+        "10.77.0.10",
+        "10.77.0.138",
+        "10.77.0.11",
+        "10.77.0.139",
+    ]
+    assert {h.az_index for h in topology.hosts} == {0, 1}
+    assert topology.gateway == "10.77.0.1"
+
+
+def test_gpu_hosts_vary_in_type_lifecycle_and_model():
+    hosts = plan(3, 1, "10.77.0.0/24", "us-east-1").hosts
+    assert {h.instance_type for h in hosts} == {"g4dn.xlarge", "g5.xlarge", "t3.medium"}
+    assert {h.lifecycle for h in hosts} == {"spot", "on-demand"}
+    assert {h.model for h in hosts if h.role == "gpu"} == {"llama3.1:8b", "qwen2.5:7b"}
+    assert all(h.model == "" for h in hosts if h.role == "lb")
+
+
+def test_addresses_stay_in_their_az_half_of_the_subnet():
+    topology = plan(20, 5, "10.99.0.0/24", "eu-west-1")
+    for host in topology.hosts:
+        last = int(host.address.rsplit(".", 1)[1])
+        assert (last >= 128) == (host.az_index == 1), host
+    assert len({h.address for h in topology.hosts}) == 25
+
+
+def test_topology_survives_a_round_trip_through_its_state_file():
+    topology = plan(2, 1, "10.77.0.0/24", "us-east-1")
+    assert LabTopology.from_json(topology.to_json()) == topology
+
+
+@pytest.mark.parametrize(
+    ("gpu", "lb", "subnet", "message"),
+    [
+        (0, 0, "10.77.0.0/24", "at least one host"),
+        (-1, 1, "10.77.0.0/24", "at least one host"),
+        (3, 1, "10.77.0.0/33", "not an IPv4 network"),
+        (3, 1, "8.8.8.0/24", "private IPv4 network"),
+        (3, 1, "10.77.0.0/28", "private IPv4 network of /26 or larger"),
+        (60, 60, "10.77.0.0/25", "too small for 120 hosts"),
+    ],
+)
+def test_bad_topology_is_refused_with_the_option_named(gpu, lb, subnet, message):
+    with pytest.raises(LabError, match=message):
+        plan(gpu, lb, subnet, "us-east-1")
+
+
+def test_unknown_host_names_the_hosts_the_lab_has():
+    topology = plan(1, 1, "10.77.0.0/24", "us-east-1")
+    with pytest.raises(LabError, match=r"no lab host named 'gpu-9' \(the lab has: gpu-1, lb-1\)"):
+        topology.host("gpu-9")
