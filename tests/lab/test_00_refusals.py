@@ -28,7 +28,7 @@ def test_a_busy_ec2_port_is_named():
 
 
 def test_a_subnet_the_machine_already_routes_is_refused():
-    subprocess.run(["ip", "link", "add", "gftest0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "link", "add", "gftest0", "type", "bridge"], check=True)
     try:
         subprocess.run(["ip", "address", "add", "10.78.0.1/24", "dev", "gftest0"], check=True)
         result = gpufleet("lab", "up", "--subnet", "10.78.0.0/24", check=False)

@@ -1,11 +1,12 @@
-"""Molecule scenarios run on lab hosts: create, converge, idempotence, verify, destroy."""
+"""Every molecule scenario runs on lab hosts: create, converge, idempotence, verify, destroy."""
 
+import os
 import subprocess
 
 import pytest
 from conftest import REPO
 
-SCENARIOS = ["base"]
+SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -17,7 +18,8 @@ def test_molecule_scenario_passes(lab, scenario):
         check=False,
         cwd=REPO,
         timeout=1800,
+        env={**os.environ, "NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1"},
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    assert "idempotence" in output
+    assert result.returncode == 0, output[-8000:]
+    assert f"[{scenario} > idempotence] Executed: Successful" in output, output[-8000:]

@@ -14,20 +14,25 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 def check_subnet_is_free(topology: LabTopology) -> None:
-    """Refuse a subnet that overlaps an address the machine already routes elsewhere."""
+    """Refuse a subnet that overlaps an address or route the machine already has elsewhere."""
     lab_net = topology.network
-    routes = json.loads(run(["ip", "-json", "route", "show"]) or "[]")
-    for route in routes:
-        if route.get("dev") == BRIDGE or route.get("dst") in (None, "default"):
-            continue
-        try:
-            other = ipaddress.IPv4Network(route["dst"], strict=False)
-        except ValueError:
-            continue
-        if lab_net.overlaps(other):
+    for device, other in _networks_in_use():
+        if device != BRIDGE and lab_net.overlaps(other):
             raise LabError(
-                f"--subnet {lab_net} overlaps {other} on {route.get('dev')}: choose another subnet"
+                f"--subnet {lab_net} overlaps {other} on {device}: choose another subnet"
             )
+
+
+def _networks_in_use() -> list[tuple[str, ipaddress.IPv4Network]]:
+    found = []
+    for link in json.loads(run(["ip", "-json", "-4", "address", "show"]) or "[]"):
+        for info in link.get("addr_info", []):
+            network = ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False)
+            found.append((link["ifname"], network))
+    for route in json.loads(run(["ip", "-json", "route", "show"]) or "[]"):
+        if route.get("dst") not in (None, "default"):
+            found.append((route.get("dev", "?"), ipaddress.IPv4Network(route["dst"], strict=False)))
+    return found
 
 
 def bridge_exists() -> bool:
