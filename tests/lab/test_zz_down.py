@@ -11,11 +11,20 @@ from gpufleet.lab.system import tcp_open
 from gpufleet.lab.topology import BRIDGE, NFT_TABLE, LabPaths
 
 
+def net_namespace(proc):
+    try:
+        return str((proc / "ns" / "net").readlink())
+    except OSError:
+        return ""
+
+
 @pytest.mark.lab_teardown
 def test_down_leaves_nothing(lab):
     paths = LabPaths.from_environment()
     ec2_port = int(lab["ec2_endpoint"].rsplit(":", 1)[1])
     forward_before = json.loads(paths.lab_file.read_text())["ip_forward_before"]
+    lab_netns = {f"net:[{p.stat().st_ino}]" for p in Path("/run/netns").glob("gflab-*")}
+    assert len(lab_netns) == len(lab["hosts"])
 
     gpufleet("lab", "down")
 
@@ -36,6 +45,9 @@ def test_down_leaves_nothing(lab):
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "systemd-nspawn" not in processes
     assert "gpufleet.lab." not in processes
+    assert not [pid for pid in Path("/proc").glob("[0-9]*") if net_namespace(pid) in lab_netns], (
+        "processes of lab hosts outlived lab down"
+    )
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == forward_before
     status = gpufleet("lab", "status", check=False)
     assert status.returncode == 3

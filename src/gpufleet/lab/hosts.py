@@ -12,9 +12,10 @@ import uuid
 from pathlib import Path
 
 from gpufleet.lab.system import (
+    kill_all,
     mounted,
     pid_alive,
-    processes_rooted_in,
+    processes_in_netns,
     read_pid,
     run,
     wait_until,
@@ -134,6 +135,8 @@ def start(files: HostFiles, host: LabHost) -> None:
     """Start the host's supervisor, which boots the host and boots it again after a reboot."""
     if running(files):
         return
+    # A host whose nspawn was killed leaves its container behind; clear it before booting again.
+    _kill_container_processes(host.netns)
     files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host)))
     files.nspawn_pid.unlink(missing_ok=True)
     with files.console.open("ab") as console:
@@ -148,7 +151,7 @@ def start(files: HostFiles, host: LabHost) -> None:
     files.supervisor_pid.write_text(f"{proc.pid}\n")
 
 
-def stop(files: HostFiles) -> None:
+def stop(files: HostFiles, netns: str) -> None:
     """Power the host off through its supervisor; kill what is left after a grace period."""
     supervisor = read_pid(files.supervisor_pid)
     if supervisor is not None:
@@ -159,18 +162,14 @@ def stop(files: HostFiles) -> None:
     nspawn = read_pid(files.nspawn_pid)
     if nspawn is not None:
         os.kill(nspawn, signal.SIGKILL)
-    _kill_container_processes(files.merged)
+    _kill_container_processes(netns)
     files.supervisor_pid.unlink(missing_ok=True)
     files.nspawn_pid.unlink(missing_ok=True)
 
 
-def _kill_container_processes(merged: Path) -> None:
-    for pid in processes_rooted_in(merged):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    wait_until(lambda: not processes_rooted_in(merged), 5.0, interval=0.1)
+def _kill_container_processes(netns: str) -> None:
+    kill_all(processes_in_netns(netns))
+    wait_until(lambda: not processes_in_netns(netns), 5.0, interval=0.1)
 
 
 def unmount(files: HostFiles) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,9 +11,10 @@ from pathlib import Path
 from gpufleet.lab import LabError, ec2, hosts, inventory, network, rootfs
 from gpufleet.lab.system import (
     free_port,
+    kill_all,
     mounts_below,
     port_in_use,
-    processes_rooted_in,
+    processes_in_netns,
     run,
     succeeds,
     tcp_open,
@@ -24,6 +24,7 @@ from gpufleet.lab.topology import (
     BRIDGE,
     DEFAULT_REGION,
     DEFAULT_SUBNET,
+    NETNS_PREFIX,
     NFT_TABLE,
     SSH_USER,
     LabHost,
@@ -96,6 +97,7 @@ def leftovers(paths: LabPaths) -> list[str]:
     if network.bridge_exists():
         found.append(f"bridge {BRIDGE}")
     found += [f"namespace {ns}" for ns in network.lab_namespaces()]
+    found += [f"veth {veth}" for veth in network.lab_veths()]
     if network.nat_present():
         found.append(f"nft table {NFT_TABLE}")
     found += [f"mount {m}" for m in mounts_below(paths.state)]
@@ -117,10 +119,8 @@ def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
         found += [
             (int(entry.name), what) for marker, what in markers.items() if mine and marker in words
         ]
-    for host_dir in sorted((paths.state / "hosts").glob("*")):
-        found += [
-            (pid, f"{host_dir.name} container") for pid in processes_rooted_in(host_dir / "merged")
-        ]
+    for netns in network.lab_namespaces():
+        found += [(pid, f"process in {netns}") for pid in processes_in_netns(netns)]
     return found
 
 
@@ -296,7 +296,7 @@ def reset(paths: LabPaths, names: list[str]) -> None:
 
     def fresh(host: LabHost) -> None:
         files = hosts.HostFiles(paths, host.name)
-        hosts.stop(files)
+        hosts.stop(files, host.netns)
         hosts.unmount(files)
         hosts.wipe_overlay(files)
         _bring_up_host(paths, topology, host, lower, authorized_key)
@@ -312,9 +312,13 @@ def down(paths: LabPaths) -> list[str]:
     topology = load(paths)
     host_dirs = sorted((paths.state / "hosts").glob("*"))
     with ThreadPoolExecutor(max_workers=max(1, len(host_dirs))) as pool:
-        list(pool.map(lambda d: hosts.stop(hosts.HostFiles(paths, d.name)), host_dirs))
-    for pid, _what in _lab_processes(paths):
-        _kill(pid)
+        list(
+            pool.map(
+                lambda d: hosts.stop(hosts.HostFiles(paths, d.name), NETNS_PREFIX + d.name),
+                host_dirs,
+            )
+        )
+    kill_all([pid for pid, _what in _lab_processes(paths)])
     ec2.stop_server(paths.ec2_dir)
     for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):
         run(["umount", "--lazy", str(mount_point)], check=False)
@@ -323,11 +327,3 @@ def down(paths: LabPaths) -> list[str]:
     if not remaining and paths.state.exists():
         shutil.rmtree(paths.state)
     return remaining
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        return
-    time.sleep(0.1)

@@ -7,8 +7,15 @@ import json
 from pathlib import Path
 
 from gpufleet.lab import LabError
-from gpufleet.lab.system import run, succeeds
-from gpufleet.lab.topology import BRIDGE, NETNS_PREFIX, NFT_TABLE, LabHost, LabTopology
+from gpufleet.lab.system import kill_all, processes_in_netns, run, succeeds
+from gpufleet.lab.topology import (
+    BRIDGE,
+    NETNS_PREFIX,
+    NFT_TABLE,
+    VETH_PREFIX,
+    LabHost,
+    LabTopology,
+)
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -71,6 +78,11 @@ def ensure_host_link(topology: LabTopology, host: LabHost) -> None:
     if not Path(f"/run/netns/{host.netns}").exists():
         run(["ip", "netns", "add", host.netns])
     in_ns = ["ip", "-netns", host.netns]
+    if succeeds(["ip", "link", "show", "dev", host.veth]) and not succeeds(
+        [*in_ns, "link", "show", "dev", "eth0"]
+    ):
+        # The veth's peer lives in a namespace from an earlier run: start the pair afresh.
+        run(["ip", "link", "delete", host.veth])
     if not succeeds(["ip", "link", "show", "dev", host.veth]):
         run(
             [
@@ -101,6 +113,11 @@ def lab_namespaces() -> list[str]:
     return [line.split()[0] for line in names if line.startswith(NETNS_PREFIX)]
 
 
+def lab_veths() -> list[str]:
+    links = json.loads(run(["ip", "-json", "link", "show"], check=False) or "[]")
+    return [link["ifname"] for link in links if link["ifname"].startswith(VETH_PREFIX)]
+
+
 def nat_present() -> bool:
     return succeeds(["nft", "list", "table", "ip", NFT_TABLE])
 
@@ -108,7 +125,10 @@ def nat_present() -> bool:
 def teardown(ip_forward_before: str) -> None:
     """Remove every namespace, veth, the bridge and the NAT table the lab made."""
     for netns in lab_namespaces():
+        kill_all(processes_in_netns(netns))
         run(["ip", "netns", "delete", netns], check=False)
+    for veth in lab_veths():
+        run(["ip", "link", "delete", veth], check=False)
     if bridge_exists():
         run(["ip", "link", "delete", BRIDGE])
     if nat_present():

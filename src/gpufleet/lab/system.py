@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -52,19 +53,20 @@ def read_pid(path: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def processes_rooted_in(root: Path) -> list[int]:
-    """PIDs whose root directory is `root`: every process of a container, wherever it came from."""
-    target = str(root)
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def processes_in_netns(netns: str) -> list[int]:
+    """PIDs in a named network namespace: every process of a lab host, orphaned ones too."""
+    if not Path(f"/run/netns/{netns}").exists():
+        return []
+    out = run(["ip", "netns", "pids", netns], check=False)
+    return [int(pid) for pid in out.split() if pid.isdigit()]
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
         try:
-            if str((entry / "root").readlink()) == target:
-                pids.append(int(entry.name))
-        except OSError:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             continue
-    return pids
 
 
 def mounted(path: Path) -> bool:
