@@ -20,7 +20,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo test lint unit lab-test clean
 
 help:
-	@echo "make demo   bring the fleet lab up, show and ping its inventory, take it down"
+	@echo "make demo   bring the fleet lab up, show its inventory, apply the baseline, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 
@@ -47,7 +47,9 @@ demo: deps
 	echo "--- the fleet as the EC2 inventory sees it"; \
 	ansible-inventory -i $(LAB_INVENTORY) --graph; \
 	echo "--- every host answers over SSH"; \
-	ansible -i $(LAB_INVENTORY) all -m ansible.builtin.ping -o
+	ansible -i $(LAB_INVENTORY) all -m ansible.builtin.ping -o; \
+	echo "--- the baseline, applied to the whole fleet"; \
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/base.yml
 
 lint: deps
 	ruff check .
