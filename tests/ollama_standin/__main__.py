@@ -1,0 +1,5 @@
+import sys
+
+from ollama_standin.cli import main
+
+sys.exit(main())

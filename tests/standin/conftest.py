@@ -1,0 +1,79 @@
+"""A lab model registry and Ollama stand-in servers on loopback for the contract tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ollama_standin.registry import Registry
+
+from gpufleet.lab.system import free_port
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+SMALL = 1_000_000
+
+
+@dataclass
+class StandIn:
+    url: str
+    models: Path
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[str]:
+    served = Registry(
+        {"llama3.1:8b": SMALL, "qwen2.5:7b": SMALL, "nomic-embed-text": SMALL, "mistral:7b": SMALL},
+        corrupt=frozenset({"mistral:7b"}),
+    )
+    url = served.start()
+    yield url
+    served.stop()
+
+
+def start_standin(models: Path, registry_url: str, **env: str) -> StandIn:
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(TESTS_DIR),
+        "OLLAMA_HOST": f"127.0.0.1:{port}",
+        "OLLAMA_MODELS": str(models),
+        "OLLAMA_STANDIN_REGISTRY": registry_url,
+        "OLLAMA_STANDIN_TOKENS_PER_SECOND": "200",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ollama_standin", "serve"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/", timeout=1) as response:  # noqa: S310
+                if response.read() == b"Ollama is running":
+                    return StandIn(url, models, process)
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the stand-in did not start: {process.stderr.read().decode()}")
+
+
+@pytest.fixture
+def standin(tmp_path: Path, registry: str) -> Iterator[StandIn]:
+    server = start_standin(tmp_path / "models", registry)
+    yield server
+    server.stop()
