@@ -47,9 +47,9 @@ def _call(method: str, path: str, body: dict | None = None) -> urllib.request.ad
     data = json.dumps(body).encode() if body is not None else None
     url = _base_url() + path  # always http://OLLAMA_HOST
     headers = {"Content-Type": "application/json"}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        return urllib.request.urlopen(request, timeout=600)  # noqa: S310
+        return urllib.request.urlopen(request, timeout=600)
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("error", exc.reason)

@@ -34,8 +34,8 @@ def registry_base(name: ModelName, insecure: bool, default_registry: str) -> str
 
 def _open(url: str, accept: str | None = None) -> object:
     """Open an http(s) registry URL; registry_base() never yields another scheme."""
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})  # noqa: S310
-    return urllib.request.urlopen(request, timeout=60)  # noqa: S310
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    return urllib.request.urlopen(request, timeout=60)
 
 
 def fetch_manifest(base: str, name: ModelName) -> bytes:

@@ -63,7 +63,7 @@ def start_standin(models: Path, registry_url: str, **env: str) -> StandIn:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url + "/", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(url + "/", timeout=1) as response:
                 if response.read() == b"Ollama is running":
                     return StandIn(url, models, process)
         except OSError:

@@ -186,7 +186,7 @@ def test_registry_serves_manifests_with_their_digest(registry):
     import urllib.request
 
     url = f"{registry}/v2/library/llama3.1/manifests/8b"
-    with urllib.request.urlopen(url) as response:  # noqa: S310
+    with urllib.request.urlopen(url) as response:
         body = response.read()
         assert response.headers["Docker-Content-Digest"] == (
             "sha256:" + hashlib.sha256(body).hexdigest()
