@@ -57,7 +57,7 @@ lint: deps
 	ansible-lint --profile production
 
 unit: deps
-	pytest tests/unit
+	pytest tests/unit tests/standin
 
 lab-test: deps
 	pytest tests/lab

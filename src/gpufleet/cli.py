@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_status(report: dict[str, object]) -> None:
     print(f"lab: {report['state']}")
-    for key in ("ec2_endpoint", "region", "subnet", "inventory"):
+    for key in ("ec2_endpoint", "registry", "region", "subnet", "inventory"):
         if key in report:
             print(f"  {key.replace('_', ' ')}: {report[key]}")
     for host in report["hosts"]:  # type: ignore[attr-defined]

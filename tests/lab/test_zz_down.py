@@ -45,6 +45,7 @@ def test_down_leaves_nothing(lab):
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "systemd-nspawn" not in processes
     assert "gpufleet.lab." not in processes
+    assert "ollama_standin" not in processes
     assert not [pid for pid in Path("/proc").glob("[0-9]*") if net_namespace(pid) in lab_netns], (
         "processes of lab hosts outlived lab down"
     )

@@ -49,6 +49,7 @@ def build(out_dir: Path, version: str = VERSION) -> tuple[Path, str]:
             interpreter="/usr/bin/env python3",
             main="ollama_standin.cli:main_exit",
         )
+        (root / "bin" / "ollama").chmod(0o755)
         (root / "lib" / "ollama" / "STANDIN").write_text(STANDIN_NOTICE + "\n")
         compression = ["--zstd"] if archive.name.endswith(".zst") else ["--gzip"]
         subprocess.run(
@@ -69,3 +70,18 @@ def build(out_dir: Path, version: str = VERSION) -> tuple[Path, str]:
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     archive.with_name(archive.name + ".sha256").write_text(f"{digest}  {archive.name}\n")
     return archive, digest
+
+
+def main() -> None:
+    """`python -m ollama_standin.release OUT_DIR [VERSION]`: build and print one JSON line."""
+    import json
+    import sys
+
+    out_dir = Path(sys.argv[1])
+    version = sys.argv[2] if len(sys.argv) > 2 else VERSION
+    archive, digest = build(out_dir, version)
+    print(json.dumps({"archive": archive.name, "sha256": digest, "version": version}))
+
+
+if __name__ == "__main__":
+    main()

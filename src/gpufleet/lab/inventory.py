@@ -19,7 +19,7 @@ def ssh_common_args(paths: LabPaths) -> str:
     return f"-o UserKnownHostsFile={paths.known_hosts} -o StrictHostKeyChecking=yes"
 
 
-def write(paths: LabPaths, topology: LabTopology) -> Path:
+def write(paths: LabPaths, topology: LabTopology, release: dict[str, str] | None) -> Path:
     """Write the inventory directory and return it; YAML is written as JSON, its subset."""
     directory = paths.inventory_dir
     (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
@@ -47,4 +47,22 @@ def write(paths: LabPaths, topology: LabTopology) -> Path:
     (directory / "group_vars" / "all" / "lab_connection.yml").write_text(
         json.dumps(connection, indent=2) + "\n"
     )
+    if release is not None:
+        _write_standin_vars(directory, topology, release)
     return directory
+
+
+def _write_standin_vars(directory: Path, topology: LabTopology, release: dict[str, str]) -> None:
+    """Where the lab's hosts get Ollama: the stand-in's release, by URL and sha256 as in
+    production, and the lab registry for bare model names (a stand-in-only setting)."""
+    base = f"http://{topology.gateway}:{topology.registry_port}"
+    standin = {
+        "ollama_version": release["version"],
+        "ollama_release_url": f"{base}/files/{release['archive']}",
+        "ollama_release_sha256": release["sha256"],
+        "ollama_extra_environment": {"OLLAMA_STANDIN_REGISTRY": base},
+        "lab_model_registry": base,
+    }
+    (directory / "group_vars" / "all" / "lab_standins.yml").write_text(
+        json.dumps(standin, indent=2) + "\n"
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gpufleet.lab import LabError, ec2, hosts, inventory, network, rootfs
+from gpufleet.lab import LabError, ec2, hosts, inventory, network, rootfs, standins
 from gpufleet.lab.system import (
     free_port,
     kill_all,
@@ -106,7 +107,11 @@ def leftovers(paths: LabPaths) -> list[str]:
 
 
 def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
-    markers = {"gpufleet.lab.supervisor": "host supervisor", "gpufleet.lab.ec2": "EC2 API"}
+    markers = {
+        "gpufleet.lab.supervisor": "host supervisor",
+        "gpufleet.lab.ec2": "EC2 API",
+        "ollama_standin.registry": "model registry",
+    }
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -154,6 +159,9 @@ def status(paths: LabPaths) -> dict[str, object]:
         "region": topology.region,
         "subnet": topology.subnet,
         "inventory": str(paths.inventory_dir),
+        "registry": f"http://{topology.gateway}:{topology.registry_port}"
+        if topology.registry_port
+        else "",
         "ssh_key": str(paths.ssh_key),
         "hosts": host_states,
     }
@@ -276,9 +284,29 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port)
     ec2.seed(topology)
-    inventory.write(paths, topology)
+    topology, release = _ensure_standins(paths, topology)
+    inventory.write(paths, topology, release)
     wait_for_ssh(paths, topology, [h.name for h in topology.hosts])
     return topology
+
+
+def _ensure_standins(
+    paths: LabPaths, topology: LabTopology
+) -> tuple[LabTopology, dict[str, str] | None]:
+    """Serve the Ollama stand-in's release and the lab's models, when the checkout has them."""
+    if not standins.available():
+        return topology, None
+    release_file = paths.registry_dir / "release.json"
+    if not release_file.exists():
+        paths.registry_dir.mkdir(parents=True, exist_ok=True)
+        release_file.write_text(json.dumps(standins.build_release(paths)))
+    if not topology.registry_models:
+        models = os.environ.get("GPUFLEET_LAB_MODELS", standins.DEFAULT_MODELS)
+        topology = replace(topology, registry_models=models)
+    if standins.registry_pid(paths) is None:
+        topology = replace(topology, registry_port=standins.start_registry(paths, topology))
+    _save(paths, topology)
+    return topology, json.loads(release_file.read_text())
 
 
 # --- reset and down ---------------------------------------------------------------------------
@@ -320,6 +348,7 @@ def down(paths: LabPaths) -> list[str]:
         )
     kill_all([pid for pid, _what in _lab_processes(paths)])
     ec2.stop_server(paths.ec2_dir)
+    standins.stop_registry(paths)
     for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):
         run(["umount", "--lazy", str(mount_point)], check=False)
     network.teardown(topology.ip_forward_before if topology else "")

@@ -57,6 +57,14 @@ class LabPaths:
     def ec2_dir(self) -> Path:
         return self.state / "ec2"
 
+    @property
+    def registry_dir(self) -> Path:
+        return self.state / "registry"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.state / "registry" / "files"
+
     def host_dir(self, name: str) -> Path:
         return self.state / "hosts" / name
 
@@ -87,6 +95,9 @@ class LabTopology:
     region: str
     hosts: list[LabHost]
     ec2_port: int = 0
+    registry_port: int = 0
+    # Models the lab registry serves, NAME=SIZE separated by commas.
+    registry_models: str = ""
     # The machine's net.ipv4.ip_forward before the lab turned it on, restored by `lab down`.
     ip_forward_before: str = ""
 
