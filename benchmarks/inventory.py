@@ -1,0 +1,217 @@
+"""Benchmark: gpufleet_ec2 against amazon.aws.aws_ec2 and the floor no plugin can beat.
+
+Seeds a local moto server (its own process, on loopback) with 1000 instances in one
+region, then 3000 across three, and times `ansible-inventory --list` with our plugin
+(cache off), with amazon.aws.aws_ec2 on the equivalent config, and with our plugin
+on a warm cache. The floor is a raw boto3 paginate of describe_instances over the
+same regions plus the start-up time of `ansible-inventory --list` on an empty
+inventory. moto answers slower than AWS, so overheads above the floor are compared.
+
+Goals: our overhead at most 0.1 of aws_ec2's, our total at most 1.3x the floor, a warm
+cache under 1.0 s for 3000 hosts. Prints one JSON line of figures and ratios last.
+
+    .venv/bin/python benchmarks/inventory.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+REGIONS_3 = ["us-east-1", "us-west-2", "eu-west-1"]
+TYPES = ["g4dn.xlarge", "g5.xlarge", "g6.12xlarge", "t3.medium"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            boto3.client(
+                "ec2", region_name="us-east-1", endpoint_url=url, **CREDENTIALS
+            ).describe_regions()
+            return proc, url
+        except Exception:  # noqa: BLE001 - waiting for the server to listen
+            time.sleep(0.1)
+    raise SystemExit("moto_server did not start")
+
+
+def seed(url: str, region: str, count: int) -> None:
+    client = boto3.client("ec2", region_name=region, endpoint_url=url, **CREDENTIALS)
+    image = sorted(i["ImageId"] for i in client.describe_images(Owners=["amazon"])["Images"])[0]
+    for batch in range(count // 100):
+        role = "lb" if batch % 10 == 9 else "gpu"
+        tags = {
+            "gpufleet:role": role,
+            "gpufleet:pool": f"pool{batch % 3}",
+            "gpufleet:model": "llama3.1:8b",
+            "gpufleet:env": "bench",
+        }
+        client.run_instances(
+            ImageId=image,
+            InstanceType=TYPES[batch % len(TYPES)],
+            MinCount=100,
+            MaxCount=100,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ],
+        )
+
+
+def raw_paginate(url: str, regions: list[str]) -> float:
+    clients = [boto3.client("ec2", region_name=r, endpoint_url=url, **CREDENTIALS) for r in regions]
+
+    def count(client: object) -> int:
+        pages = client.get_paginator("describe_instances").paginate(  # type: ignore[attr-defined]
+            PaginationConfig={"PageSize": 1000}
+        )
+        return sum(len(r["Instances"]) for p in pages for r in p["Reservations"])
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        list(pool.map(count, clients))
+    return time.monotonic() - started
+
+
+def ansible_inventory(source: Path) -> float:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_TRANSFORM_INVALID_GROUP_CHARS": "always",
+    }
+    started = time.monotonic()
+    subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(source), "--list"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.monotonic() - started
+
+
+def sources(directory: Path, url: str, regions: list[str]) -> dict[str, Path]:
+    common = {
+        "regions": regions,
+        "endpoint_url": url,
+        "aws_access_key": "testing",
+        "aws_secret_key": "testing",
+        "filters": {"tag:gpufleet:env": "bench", "instance-state-name": ["running"]},
+        "hostnames": ["instance-id"],
+        "compose": {"ansible_host": "private_ip_address"},
+        "keyed_groups": [
+            {"key": "tags['gpufleet:role']", "prefix": "role"},
+            {"key": "tags['gpufleet:pool']", "prefix": "pool"},
+            {"key": "placement.availability_zone", "prefix": "az"},
+            {"key": "instance_type", "prefix": "type"},
+        ],
+    }
+    cache = {
+        "cache": True,
+        "cache_plugin": "ansible.builtin.jsonfile",
+        "cache_connection": str(directory / "cache"),
+        "cache_timeout": 3600,
+    }
+    files = {
+        "ours": ("ours.gpufleet_ec2.yml", {"plugin": "gpufleet_ec2", **common}),
+        "aws_ec2": ("theirs.aws_ec2.yml", {"plugin": "amazon.aws.aws_ec2", **common}),
+        "warm": ("warm.gpufleet_ec2.yml", {"plugin": "gpufleet_ec2", **common, **cache}),
+        "empty": ("empty.yml", {"all": {"hosts": {}}}),
+    }
+    paths = {}
+    for key, (name, content) in files.items():
+        paths[key] = directory / name
+        paths[key].write_text(yaml.safe_dump(content))
+    return paths
+
+
+def measure(url: str, regions: list[str], runs: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        files = sources(Path(tmp), url, regions)
+        ansible_inventory(files["warm"])  # fills the cache
+        timings: dict[str, list[float]] = {
+            k: [] for k in ("raw", "startup", "ours", "aws_ec2", "warm")
+        }
+        for _ in range(runs):
+            timings["raw"].append(raw_paginate(url, regions))
+            timings["startup"].append(ansible_inventory(files["empty"]))
+            timings["ours"].append(ansible_inventory(files["ours"]))
+            timings["aws_ec2"].append(ansible_inventory(files["aws_ec2"]))
+            timings["warm"].append(ansible_inventory(files["warm"]))
+    median = {k: statistics.median(v) for k, v in timings.items()}
+    floor = median["raw"] + median["startup"]
+    return {
+        "floor_s": round(floor, 3),
+        "raw_paginate_s": round(median["raw"], 3),
+        "startup_s": round(median["startup"], 3),
+        "ours_s": round(median["ours"], 3),
+        "aws_ec2_s": round(median["aws_ec2"], 3),
+        "warm_cache_s": round(median["warm"], 3),
+        "ours_over_floor_s": round(median["ours"] - floor, 3),
+        "aws_ec2_over_floor_s": round(median["aws_ec2"] - floor, 3),
+        "overhead_ratio": round((median["ours"] - floor) / (median["aws_ec2"] - floor), 3),
+        "ours_to_floor": round(median["ours"] / floor, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    moto, url = start_moto()
+    try:
+        seed(url, "us-east-1", 1000)
+        one_region = measure(url, ["us-east-1"], args.runs)
+        print(json.dumps({"case": "1000 hosts, 1 region", **one_region}), file=sys.stderr)
+        for region in REGIONS_3[1:]:
+            seed(url, region, 1000)
+        three_regions = measure(url, REGIONS_3, args.runs)
+        print(json.dumps({"case": "3000 hosts, 3 regions", **three_regions}), file=sys.stderr)
+    finally:
+        moto.terminate()
+    print(
+        json.dumps(
+            {
+                "hosts_1region": 1000,
+                "hosts_3regions": 3000,
+                **{f"r1_{k}": v for k, v in one_region.items()},
+                **{f"r3_{k}": v for k, v in three_regions.items()},
+                "warm_cache_3000_s": three_regions["warm_cache_s"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

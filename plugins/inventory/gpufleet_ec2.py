@@ -1,0 +1,831 @@
+"""gpufleet_ec2: the EC2 inventory of a gpufleet account, fleet-aware and fast."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: gpufleet_ec2
+short_description: EC2 inventory for gpufleet GPU fleets
+description:
+  - Reads EC2 instances from one or more regions, names and groups them like
+    M(amazon.aws.aws_ec2) does for its common options, and adds what a gpufleet
+    playbook needs to know about each host.
+  - Groups every host by its C(gpufleet:role) tag (C(role_gpu), C(role_lb)), pool
+    (C(pool_*)), served model (C(model_*)), lifecycle (C(lifecycle_spot),
+    C(lifecycle_on_demand)), availability zone (C(az_*)), instance family
+    (C(family_*)), Auto Scaling group (C(asg_*)), and puts hosts whose image is older
+    than the newest image with the same C(gpufleet:role) tag owned by the account in
+    C(ami_outdated).
+  - Sets per host C(ansible_host) (the private IP unless O(host_address) says
+    otherwise), the instance type, GPU count, GPU model and memory per GPU from a
+    built-in table of EC2 GPU families, lifecycle, AMI id, name and creation date,
+    availability zone, and every tag under C(ec2_tags). Tags are never put in a
+    variable named C(tags), a reserved name in Ansible.
+  - By default only running and pending instances are listed, unlike
+    M(amazon.aws.aws_ec2) which also lists stopped ones. Give an
+    C(instance-state-name) filter to change that.
+  - Regions are queried concurrently through one boto3 session, with server-side
+    filters and the largest page size, and no call per instance. With the cache on,
+    the processed inventory is cached, so a warm run makes no AWS call.
+  - Group names are always made safe (invalid characters become C(_)), whatever
+    the tag values hold.
+author: gpufleet
+version_added: "0.1.0"
+requirements:
+  - boto3
+  - botocore
+extends_documentation_fragment:
+  - constructed
+  - inventory_cache
+options:
+  plugin:
+    description: Marks this file as a gpufleet_ec2 inventory source.
+    required: true
+    type: str
+    choices: [gpufleet_ec2]
+  regions:
+    description:
+      - Regions to list instances in, queried concurrently.
+      - When empty, every region the account can see (one extra DescribeRegions call).
+    type: list
+    elements: str
+    default: []
+  filters:
+    description:
+      - EC2 DescribeInstances filters, as a mapping of filter name to value or list of
+        values; applied by EC2, not after the fact.
+      - Without an C(instance-state-name) filter, only running and pending instances are listed.
+    type: dict
+    default: {}
+  include_filters:
+    description:
+      - More filter sets; an instance matching any set (or O(filters)) is listed.
+    type: list
+    elements: dict
+    default: []
+  exclude_filters:
+    description:
+      - Filter sets whose matching instances are left out, whatever the other filters say.
+    type: list
+    elements: dict
+    default: []
+  hostnames:
+    description:
+      - How hosts are named, in order of preference; the first that gives a value wins.
+      - Each entry is one of C(dns-name), C(private-dns-name), C(ip-address),
+        C(private-ip-address), C(instance-id), another DescribeInstances filter name,
+        C(tag:NAME) (the tag's value), C(tag:NAME=VALUE) (C(NAME_VALUE) when the tag
+        has that value), or a mapping with C(name), and optionally C(prefix) and
+        C(separator) (default C(_)).
+    type: list
+    elements: raw
+    default: [dns-name, private-dns-name]
+  host_address:
+    description: Which address C(ansible_host) is set to.
+    type: str
+    default: private-ip-address
+    choices: [private-ip-address, ip-address, private-dns-name, dns-name]
+  fleet_groups:
+    description:
+      - Add the gpufleet groups (role, pool, model, lifecycle, az, family, asg, ami_outdated).
+    type: bool
+    default: true
+  strict_permissions:
+    description:
+      - When true, an access denied in a region fails the inventory.
+      - When false, that region is skipped with a warning.
+    type: bool
+    default: true
+  profile:
+    description: AWS profile from the shared credentials and config files.
+    type: str
+    aliases: [aws_profile, boto_profile]
+    env:
+      - name: AWS_PROFILE
+  aws_access_key:
+    description: AWS access key id. Without it boto3's usual chain is used.
+    type: str
+    aliases: [aws_access_key_id, access_key, ec2_access_key]
+    env:
+      - name: AWS_ACCESS_KEY_ID
+  aws_secret_key:
+    description: AWS secret access key.
+    type: str
+    aliases: [aws_secret_access_key, secret_key, ec2_secret_key]
+    env:
+      - name: AWS_SECRET_ACCESS_KEY
+  session_token:
+    description: AWS session token for temporary credentials.
+    type: str
+    aliases: [aws_session_token, security_token]
+    env:
+      - name: AWS_SESSION_TOKEN
+  endpoint_url:
+    description: EC2 endpoint to use instead of AWS's, for example a local EC2 API.
+    type: str
+    aliases: [aws_endpoint_url]
+    env:
+      - name: AWS_URL
+  assume_role_arn:
+    description: Role to assume (through STS) before listing instances.
+    type: str
+  assume_role_external_id:
+    description: External id to pass when assuming O(assume_role_arn).
+    type: str
+  max_attempts:
+    description:
+      - Attempts per API call, throttling included; botocore backs off between them.
+    type: int
+    default: 10
+"""
+
+EXAMPLES = r"""
+# inventory/production.gpufleet_ec2.yml
+plugin: gpufleet_ec2
+regions: [us-east-1, us-west-2]
+filters:
+  tag:gpufleet:env: production
+hostnames:
+  - tag:Name
+  - instance-id
+keyed_groups:
+  - key: ec2_tags['gpufleet:pool']
+    prefix: pool
+compose:
+  ollama_models_expected: ec2_tags['gpufleet:model'] | default('')
+
+# Through a role in another account, skipping regions the role may not list.
+plugin: gpufleet_ec2
+regions: [eu-west-1, eu-central-1]
+assume_role_arn: arn:aws:iam::123456789012:role/gpufleet-inventory
+assume_role_external_id: gpufleet
+strict_permissions: false
+exclude_filters:
+  - tag:gpufleet:maintenance: "true"
+
+# A warm cache answers without calling AWS for an hour.
+plugin: gpufleet_ec2
+regions: [us-east-1]
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: .cache/inventory
+cache_timeout: 3600
+"""
+
+import functools
+import json
+import re
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ansible.errors import AnsibleParserError
+from ansible.module_utils.common.dict_transformations import (
+    _camel_to_snake,
+    camel_dict_to_snake_dict,
+)
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError:  # reported when the plugin is used, so ansible-doc still works
+    boto3 = None
+
+ROLE_TAG = "gpufleet:role"
+POOL_TAG = "gpufleet:pool"
+MODEL_TAG = "gpufleet:model"
+ASG_TAG = "aws:autoscaling:groupName"
+DEFAULT_STATES = ["running", "pending"]
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+ACCESS_DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure"}
+THROTTLED = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+
+# EC2 GPU families: (GPU, memory per GPU in GiB, GPUs by size, GPUs otherwise).
+GPU_FAMILIES: dict[str, tuple[str, int, dict[str, int], int]] = {
+    "g4dn": ("NVIDIA T4", 16, {"12xlarge": 4, "metal": 8}, 1),
+    "g4ad": ("AMD Radeon Pro V520", 8, {"8xlarge": 2, "16xlarge": 4}, 1),
+    "g5": ("NVIDIA A10G", 24, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, 1),
+    "g5g": ("NVIDIA T4G", 16, {"16xlarge": 2, "metal": 2}, 1),
+    "g6": ("NVIDIA L4", 24, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, 1),
+    "gr6": ("NVIDIA L4", 24, {}, 1),
+    "g6e": ("NVIDIA L40S", 48, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, 1),
+    "p3": ("NVIDIA V100", 16, {"8xlarge": 4, "16xlarge": 8}, 1),
+    "p3dn": ("NVIDIA V100", 32, {}, 8),
+    "p4d": ("NVIDIA A100", 40, {}, 8),
+    "p4de": ("NVIDIA A100", 80, {}, 8),
+    "p5": ("NVIDIA H100", 80, {"4xlarge": 1}, 8),
+    "p5e": ("NVIDIA H200", 141, {}, 8),
+    "p5en": ("NVIDIA H200", 141, {}, 8),
+}
+
+# DescribeInstances filter names a hostname preference may use, and where they read.
+HOSTNAME_SOURCES: dict[str, tuple[str, ...]] = {
+    "dns-name": ("PublicDnsName",),
+    "private-dns-name": ("PrivateDnsName",),
+    "ip-address": ("PublicIpAddress",),
+    "private-ip-address": ("PrivateIpAddress",),
+    "instance-id": ("InstanceId",),
+    "image-id": ("ImageId",),
+    "instance-type": ("InstanceType",),
+    "key-name": ("KeyName",),
+    "subnet-id": ("SubnetId",),
+    "vpc-id": ("VpcId",),
+    "availability-zone": ("Placement", "AvailabilityZone"),
+    "network-interface.private-dns-name": ("NetworkInterfaces", "PrivateDnsName"),
+}
+SIMPLE_PATH = re.compile(
+    r"^\s*([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*|\s*\[\s*(?:'[^']*'|\"[^\"]*\"|\d+)\s*\])*)\s*$"
+)
+PATH_PART = re.compile(r"\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^']*)'|\"([^\"]*)\"|(\d+))\s*\]")
+
+
+def gpu_profile(instance_type: str) -> tuple[int, str, int]:
+    """GPU count, model and memory per GPU in GiB for an instance type; 0, '', 0 without GPUs."""
+    family, _, size = instance_type.partition(".")
+    known = GPU_FAMILIES.get(family)
+    if known is None:
+        return 0, "", 0
+    model, memory, by_size, otherwise = known
+    return by_size.get(size, otherwise), model, memory
+
+
+def boto_filters(filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Name": str(name),
+            "Values": [str(v) for v in values] if isinstance(values, list) else [str(values)],
+        }
+        for name, values in filters.items()
+    ]
+
+
+def tag_dict(instance: Mapping[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag.get("Value", "") for tag in instance.get("Tags", [])}
+
+
+def _attribute_chain(instance: Mapping[str, Any], chain: tuple[str, ...]) -> Any:
+    value: Any = instance
+    for key in chain:
+        if isinstance(value, list):
+            value = [item.get(key) for item in value if isinstance(item, Mapping)]
+            value = value[0] if len(value) == 1 else value
+        elif isinstance(value, Mapping):
+            value = value.get(key)
+        else:
+            return None
+    return value
+
+
+def _tag_hostname(preference: str, tags: Mapping[str, str]) -> str | None:
+    for wanted in preference.split("tag:", 1)[1].split(","):
+        name, sep, value = wanted.partition("=")
+        if sep and tags.get(name) == value:
+            return f"{name}_{value}"
+        if not sep and tags.get(name):
+            return tags[name]
+    return None
+
+
+class FleetError(AnsibleParserError):
+    """One line that names the option, region or credential at fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"gpufleet_ec2: {message}")
+
+
+class RegionSkipped(Exception):
+    pass
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "gpufleet_ec2"
+
+    def verify_file(self, path: str) -> bool:
+        return super().verify_file(path) and path.endswith(
+            ("gpufleet_ec2.yml", "gpufleet_ec2.yaml")
+        )
+
+    # -- reading the source -------------------------------------------------------------------
+
+    def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
+        super().parse(inventory, loader, path, cache=cache)
+        config = self._read_config_data(path)
+        self._refuse_unknown_options(config, path)
+        if boto3 is None:
+            raise FleetError("boto3 and botocore are required: pip install boto3")
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option("cache") and cache
+        processed = None
+        if use_cache:
+            try:
+                processed = json.loads(self._cache[cache_key])
+            except (KeyError, TypeError, ValueError):
+                processed = None
+        if processed is None:
+            processed = self._build(self._query())
+            if self.get_option("cache"):
+                # One string, not a tree: the cache plugin then decodes it in one step.
+                self._cache[cache_key] = json.dumps(processed)
+        self._populate(processed)
+
+    def _refuse_unknown_options(self, config: Mapping[str, Any], path: str) -> None:
+        """Ansible ignores unknown keys and coerces types loosely; an operator's typo should
+        fail instead, naming the option."""
+        from ansible import constants as C
+        from ansible.module_utils.parsing.convert_bool import BOOLEANS
+
+        definitions = C.config.get_configuration_definitions("inventory", self.NAME)
+        by_name = {}
+        for name, definition in definitions.items():
+            for alias in [name, *definition.get("aliases", [])]:
+                by_name[alias] = definition
+        for key, value in config.items():
+            definition = by_name.get(key)
+            if definition is None:
+                raise FleetError(f"unknown option {key!r} in {path}")
+            expected = definition.get("type", "str")
+            if value is None or (expected == "bool" and value in BOOLEANS):
+                continue
+            checks = {"list": list, "dict": dict, "int": int, "str": str, "bool": bool}
+            if expected in checks and not isinstance(value, checks[expected]):
+                article = "an" if expected[0] in "ai" else "a"
+                raise FleetError(f"option {key!r} must be {article} {expected}, got {value!r}")
+
+    # -- talking to EC2 -----------------------------------------------------------------------
+
+    def _session(self) -> Any:
+        try:
+            session = boto3.session.Session(
+                profile_name=self.get_option("profile"),
+                aws_access_key_id=self.get_option("aws_access_key"),
+                aws_secret_access_key=self.get_option("aws_secret_key"),
+                aws_session_token=self.get_option("session_token"),
+            )
+        except botocore.exceptions.ProfileNotFound:
+            raise FleetError(
+                f"profile {self.get_option('profile')!r} is not in the AWS config files"
+            ) from None
+        role = self.get_option("assume_role_arn")
+        if not role:
+            return session
+        request = {"RoleArn": role, "RoleSessionName": "gpufleet-inventory"}
+        if self.get_option("assume_role_external_id"):
+            request["ExternalId"] = self.get_option("assume_role_external_id")
+        try:
+            home = (self.get_option("regions") or ["us-east-1"])[0]
+            sts = session.client(
+                "sts",
+                region_name=home,
+                endpoint_url=self.get_option("endpoint_url"),
+                config=self._botocore_config(),
+            )
+            credentials = sts.assume_role(**request)["Credentials"]
+        except botocore.exceptions.ClientError as exc:
+            raise FleetError(f"assume_role_arn {role}: {exc}") from None
+        except botocore.exceptions.NoCredentialsError:
+            raise FleetError(self._no_credentials()) from None
+        return boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+
+    def _botocore_config(self) -> Any:
+        return botocore.config.Config(
+            retries={"mode": "standard", "total_max_attempts": self.get_option("max_attempts")},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=10,
+        )
+
+    @staticmethod
+    def _no_credentials() -> str:
+        return (
+            "no AWS credentials: set profile, or aws_access_key and aws_secret_key, "
+            "or the AWS_* environment variables"
+        )
+
+    def _regions(self, session: Any) -> list[str]:
+        regions = self.get_option("regions")
+        for region in regions:
+            if not isinstance(region, str) or not REGION_NAME.match(region):
+                raise FleetError(f"regions: {region!r} is not an AWS region name")
+        if regions:
+            # Plain str: values from the source file are trusted templates; host data is not.
+            return [str(region) for region in dict.fromkeys(regions)]
+        client = session.client(
+            "ec2",
+            region_name="us-east-1",
+            endpoint_url=self.get_option("endpoint_url"),
+            config=self._botocore_config(),
+        )
+        return sorted(
+            r["RegionName"] for r in self._call("us-east-1", client.describe_regions)["Regions"]
+        )
+
+    def _call(self, region: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except botocore.exceptions.NoCredentialsError:
+            raise FleetError(self._no_credentials()) from None
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            message = exc.response.get("Error", {}).get("Message", str(exc))
+            if code in ACCESS_DENIED:
+                if not self.get_option("strict_permissions"):
+                    raise RegionSkipped(f"{code}: {message}") from None
+                raise FleetError(f"region {region}: access denied ({code}): {message}") from None
+            if code in THROTTLED:
+                raise FleetError(
+                    f"region {region}: still throttled by EC2 after "
+                    f"{self.get_option('max_attempts')} attempts ({code})"
+                ) from None
+            if code in ("AuthFailure", "InvalidClientTokenId", "UnrecognizedClientException"):
+                raise FleetError(f"region {region}: credentials rejected ({code})") from None
+            raise FleetError(f"region {region}: {code}: {message}") from None
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectTimeoutError,
+        ) as exc:
+            raise FleetError(f"region {region}: cannot reach the EC2 endpoint: {exc}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise FleetError(f"region {region}: {exc}") from None
+
+    def _filter_sets(self) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+        include = [self.get_option("filters") or {}] if self.get_option("filters") else []
+        include += self.get_option("include_filters")
+        include_sets = []
+        for filters in include or [{}]:
+            boto = boto_filters(filters)
+            if not any(f["Name"] == "instance-state-name" for f in boto):
+                boto.append({"Name": "instance-state-name", "Values": DEFAULT_STATES})
+            include_sets.append(boto)
+        return include_sets, [boto_filters(f) for f in self.get_option("exclude_filters")]
+
+    def _query(self) -> list[dict[str, Any]]:
+        """Instances of every region, each with its region and its AMI, in one list."""
+        session = self._session()
+        regions = self._regions(session)
+        config = self._botocore_config()
+        clients = {
+            r: session.client(
+                "ec2", region_name=r, endpoint_url=self.get_option("endpoint_url"), config=config
+            )
+            for r in regions
+        }
+        include_sets, exclude_sets = self._filter_sets()
+        with ThreadPoolExecutor(max_workers=min(16, len(regions)) or 1) as pool:
+            results = list(
+                pool.map(
+                    lambda r: self._query_region(r, clients[r], include_sets, exclude_sets), regions
+                )
+            )
+        instances = [instance for region_instances in results for instance in region_instances]
+        return sorted(instances, key=lambda i: i["InstanceId"])
+
+    def _query_region(
+        self,
+        region: str,
+        client: Any,
+        include_sets: list,
+        exclude_sets: list,
+    ) -> list[dict[str, Any]]:
+        try:
+            excluded = {
+                i["InstanceId"] for f in exclude_sets for i in self._describe(region, client, f)
+            }
+            found: dict[str, dict[str, Any]] = {}
+            for filters in include_sets:
+                for instance in self._describe(region, client, filters):
+                    if instance["InstanceId"] not in excluded:
+                        found.setdefault(instance["InstanceId"], instance)
+            images = self._images(region, client, {i.get("ImageId") for i in found.values()})
+        except RegionSkipped as skipped:
+            self.display.warning(f"gpufleet_ec2: region {region} skipped: {skipped}")
+            return []
+        for instance in found.values():
+            instance["_region"] = region
+            instance["_image"] = images["by_id"].get(instance.get("ImageId"), {})
+            instance["_newest_by_role"] = images["newest_by_role"]
+        return list(found.values())
+
+    def _describe(self, region: str, client: Any, filters: list) -> Iterator[dict[str, Any]]:
+        paginator = client.get_paginator("describe_instances")
+        pages = self._call(
+            region,
+            lambda: list(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000})),
+        )
+        for page in pages:
+            for reservation in page["Reservations"]:
+                yield from reservation["Instances"]
+
+    def _images(self, region: str, client: Any, image_ids: set[str | None]) -> dict[str, Any]:
+        """The AMIs the instances run, and the newest image per gpufleet role: two calls."""
+        ids = sorted(i for i in image_ids if i)
+        by_id = {}
+        if ids:
+            used = self._call(
+                region, client.describe_images, Filters=[{"Name": "image-id", "Values": ids}]
+            )
+            by_id = {image["ImageId"]: image for image in used["Images"]}
+        owned = self._call(
+            region,
+            client.describe_images,
+            Owners=["self"],
+            Filters=[{"Name": "tag-key", "Values": [ROLE_TAG]}],
+        )
+        newest_by_role: dict[str, str] = {}
+        for image in owned["Images"]:
+            role = tag_dict(image).get(ROLE_TAG)
+            created = image.get("CreationDate", "")
+            if role and created > newest_by_role.get(role, ""):
+                newest_by_role[role] = created
+        return {"by_id": by_id, "newest_by_role": newest_by_role}
+
+    # -- turning instances into hosts ---------------------------------------------------------
+
+    def _build(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        """The processed inventory: host variables and group members, ready to cache."""
+        processed: dict[str, Any] = {"hosts": {}, "groups": {}, "children": {}}
+        strict = self.get_option("strict")
+        for instance in instances:
+            name = self._hostname(instance)
+            if name is None or name in processed["hosts"]:
+                continue
+            hostvars = self._hostvars(instance)
+            context = HostContext(instance, hostvars)
+            for var, expression in (self.get_option("compose") or {}).items():
+                try:
+                    hostvars[var] = context.composed[var] = self._evaluate(expression, context)
+                except Exception as exc:
+                    if strict:
+                        raise FleetError(f"compose {var} for host {name}: {exc}") from None
+            processed["hosts"][name] = hostvars
+            groups = self._fleet_groups(hostvars) if self.get_option("fleet_groups") else []
+            groups += self._conditional_groups(context, name, strict)
+            groups += self._keyed_groups(context, name, strict, processed["children"])
+            for group in dict.fromkeys(groups):
+                processed["groups"].setdefault(group, []).append(name)
+        return processed
+
+    def _hostname(self, instance: dict[str, Any]) -> str | None:
+        tags = tag_dict(instance)
+        for preference in self.get_option("hostnames"):
+            if isinstance(preference, Mapping):
+                if "name" not in preference:
+                    raise FleetError("hostnames: a mapping entry needs a 'name' key")
+                name = self._hostname_from(preference["name"], instance, tags)
+                prefix = (
+                    self._hostname_from(preference["prefix"], instance, tags)
+                    if "prefix" in preference
+                    else None
+                )
+                if name and prefix:
+                    name = prefix + preference.get("separator", "_") + name
+            elif isinstance(preference, str):
+                name = self._hostname_from(preference, instance, tags)
+            else:
+                raise FleetError(f"hostnames: {preference!r} is neither a string nor a mapping")
+            if name:
+                return self._sanitize_group_name(name) if ":" in name else name
+        return None
+
+    @staticmethod
+    def _hostname_from(
+        preference: str,
+        instance: dict[str, Any],
+        tags: dict[str, str],
+    ) -> str | None:
+        if preference.startswith("tag:"):
+            return _tag_hostname(preference, tags)
+        chain = HOSTNAME_SOURCES.get(preference)
+        if chain is None:
+            return preference
+        value = _attribute_chain(instance, chain)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return str(value) if value else None
+
+    def _hostvars(self, instance: dict[str, Any]) -> dict[str, Any]:
+        tags = tag_dict(instance)
+        image = instance["_image"]
+        instance_type = instance.get("InstanceType", "")
+        gpus, gpu_model, gpu_memory = gpu_profile(instance_type)
+        zone = instance.get("Placement", {}).get("AvailabilityZone", "")
+        newest = instance["_newest_by_role"].get(tags.get(ROLE_TAG, ""), "")
+        created = image.get("CreationDate", "")
+        address_source = HOSTNAME_SOURCES[self.get_option("host_address")]
+        return {
+            "ansible_host": _attribute_chain(instance, address_source),
+            "ec2_instance_id": instance["InstanceId"],
+            "ec2_region": instance["_region"],
+            "ec2_availability_zone": zone,
+            "ec2_instance_type": instance_type,
+            "ec2_lifecycle": "spot" if instance.get("InstanceLifecycle") == "spot" else "on_demand",
+            "ec2_private_ip": instance.get("PrivateIpAddress", ""),
+            "ec2_ami_id": instance.get("ImageId", ""),
+            "ec2_ami_name": image.get("Name", ""),
+            "ec2_ami_creation_date": created,
+            "ec2_ami_outdated": bool(newest) and (not created or created < newest),
+            "ec2_gpu_count": gpus,
+            "ec2_gpu_model": gpu_model,
+            "ec2_gpu_memory_gib": gpu_memory,
+            "ec2_tags": tags,
+        }
+
+    def _fleet_groups(self, hostvars: dict[str, Any]) -> list[str]:
+        tags = hostvars["ec2_tags"]
+        wanted = [
+            ("role", tags.get(ROLE_TAG)),
+            ("pool", tags.get(POOL_TAG)),
+            ("model", tags.get(MODEL_TAG)),
+            ("lifecycle", hostvars["ec2_lifecycle"]),
+            ("az", hostvars["ec2_availability_zone"]),
+            ("family", hostvars["ec2_instance_type"].partition(".")[0]),
+            ("asg", tags.get(ASG_TAG)),
+        ]
+        groups = [
+            self._sanitize_group_name(f"{prefix}_{value}") for prefix, value in wanted if value
+        ]
+        if hostvars["ec2_ami_outdated"]:
+            groups.append("ami_outdated")
+        return groups
+
+    def _conditional_groups(self, context: HostContext, host: str, strict: bool) -> list[str]:
+        groups = []
+        for group, condition in (self.get_option("groups") or {}).items():
+            try:
+                self.templar.available_variables = context.as_variables()
+                if self.templar.evaluate_conditional(condition):
+                    groups.append(self._sanitize_group_name(group))
+            except Exception as exc:
+                if strict:
+                    raise FleetError(f"groups {group} for host {host}: {exc}") from None
+        return groups
+
+    def _keyed_groups(
+        self, context: HostContext, host: str, strict: bool, children: dict[str, list[str]]
+    ) -> list[str]:
+        """keyed_groups with the naming rules of Ansible's constructed plugins."""
+        empty = (None, "")
+        groups = []
+        for keyed in self.get_option("keyed_groups") or []:
+            if not isinstance(keyed, Mapping):
+                continue
+            try:
+                key = self._evaluate(keyed.get("key"), context)
+            except Exception as exc:
+                if strict:
+                    raise FleetError(
+                        f"keyed_groups {keyed.get('key')} for host {host}: {exc}"
+                    ) from None
+                continue
+            default = keyed.get("default_value")
+            trailing = keyed.get("trailing_separator")
+            if trailing is not None and default is not None:
+                raise FleetError(
+                    "keyed_groups: default_value and trailing_separator are mutually exclusive"
+                )
+            prefix, separator = keyed.get("prefix", ""), keyed.get("separator", "_")
+            if isinstance(key, str):
+                bare = [key] if key else ([default] if default is not None else [])
+            elif key is None:
+                bare = [default] if default is not None else []
+            elif isinstance(key, list):
+                bare = [default if item in empty and default is not None else item for item in key]
+            elif isinstance(key, Mapping):
+                bare = []
+                for name, value in key.items():
+                    if value in empty and default is not None:
+                        bare.append(f"{name}{separator}{default}")
+                    elif value in empty and trailing is False:
+                        bare.append(str(name))
+                    else:
+                        bare.append(f"{name}{separator}{value}")
+            else:
+                if strict:
+                    raise FleetError(
+                        f"keyed_groups {keyed.get('key')} for host {host}: "
+                        f"expected a string, list or mapping, got {type(key)}"
+                    )
+                continue
+            if prefix == "" and self.get_option("leading_separator") is False:
+                separator = ""
+            for name in bare:
+                group = self._sanitize_group_name(f"{prefix}{separator}{name}")
+                groups.append(group)
+                parent = keyed.get("parent_group")
+                if parent:
+                    members = children.setdefault(self._sanitize_group_name(parent), [])
+                    if group not in members:
+                        members.append(group)
+        return groups
+
+    def _evaluate(self, expression: Any, context: HostContext) -> Any:
+        """A plain variable path (a.b, a['b']) is read directly; anything else goes to Jinja."""
+        if not isinstance(expression, str):
+            return expression
+        match = SIMPLE_PATH.match(expression)
+        if match is None or match.group(1) in ("true", "false", "none", "True", "False", "None"):
+            self.templar.available_variables = context.as_variables()
+            return self.templar.evaluate_expression(expression)
+        value = context[match.group(1)]
+        for attribute, single, double, index in PATH_PART.findall(match.group(2)):
+            value = value[int(index)] if index else value[attribute or single or double]
+        return value
+
+    @staticmethod
+    def _sanitize_group_name(name: str) -> str:
+        from ansible.inventory.group import to_safe_group_name
+
+        return to_safe_group_name(name, force=True, silent=True)
+
+    # -- into Ansible's inventory -------------------------------------------------------------
+
+    def _populate(self, processed: Mapping[str, Any]) -> None:
+        inventory = self.inventory
+        for host, hostvars in processed["hosts"].items():
+            inventory.add_host(host)
+            for var, value in hostvars.items():
+                inventory.set_variable(host, var, value)
+        for group, members in processed["groups"].items():
+            inventory.add_group(group)
+            for host in members:
+                inventory.add_host(host, group)
+        for parent, groups in processed["children"].items():
+            inventory.add_group(parent)
+            for group in groups:
+                inventory.add_child(parent, group)
+
+
+class HostContext(Mapping):
+    """What compose, groups and keyed_groups see of one host, as amazon.aws.aws_ec2 shows it.
+
+    The instance in snake_case (placement.availability_zone, private_ip_address, ...),
+    its tags as `tags`, gpufleet's own variables, and the variables composed so far.
+    Plain paths read the instance through SnakeView; only Jinja gets a converted copy.
+    """
+
+    def __init__(self, instance: dict[str, Any], hostvars: dict[str, Any]) -> None:
+        self.instance = instance
+        self.hostvars = hostvars
+        self.composed: dict[str, Any] = {}
+        self.view = SnakeView(instance, region_of_placement=True)
+
+    def __getitem__(self, key: str) -> Any:
+        for layer in (self.composed, self.hostvars):
+            if key in layer:
+                return layer[key]
+        if key == "tags":
+            return self.hostvars["ec2_tags"]
+        return self.view[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_variables())
+
+    def __len__(self) -> int:
+        return len(self.as_variables())
+
+    def as_variables(self) -> dict[str, Any]:
+        raw = {k: v for k, v in self.instance.items() if not k.startswith("_")}
+        snake = camel_dict_to_snake_dict(raw, ignore_list=["Tags"])
+        snake.setdefault("placement", {})["region"] = self.view["placement"]["region"]
+        snake["tags"] = self.hostvars["ec2_tags"]
+        return {**snake, **self.hostvars, **self.composed}
+
+
+@functools.lru_cache(maxsize=4096)
+def snake_name(camel: str) -> str:
+    return _camel_to_snake(camel)
+
+
+class SnakeView(Mapping):
+    """A boto3 dict read with amazon.aws.aws_ec2's snake_case keys, converted on access."""
+
+    def __init__(self, data: Mapping[str, Any], region_of_placement: bool = False) -> None:
+        self.data = data
+        self.keys_by_snake = {snake_name(k): k for k in data if not k.startswith("_")}
+        self.region_of_placement = region_of_placement
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.data[self.keys_by_snake[key]]
+        if key == "placement" and self.region_of_placement:
+            placement = dict(SnakeView(value))
+            placement["region"] = placement.get("availability_zone", "")[:-1]
+            return placement
+        return _snake_value(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys_by_snake)
+
+    def __len__(self) -> int:
+        return len(self.keys_by_snake)
+
+
+def _snake_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return SnakeView(value)
+    if isinstance(value, list):
+        return [_snake_value(item) for item in value]
+    return value

@@ -1,0 +1,228 @@
+"""gpufleet_ec2 against a real moto server: naming, fleet groups, host variables, options."""
+
+import time
+
+from conftest import (
+    REGION,
+    ec2,
+    fleet_tags,
+    groups_of,
+    launch,
+    listing,
+    plain,
+    run_inventory,
+    source_config,
+    write_source,
+)
+
+
+def hostvars(data, host):
+    return plain(data["_meta"]["hostvars"][host])
+
+
+def test_fleet_groups_and_host_variables(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"), "g4dn.xlarge", spot=True, zone="us-east-1a")
+    launch(moto, fleet_tags("gpu-b", model="qwen2.5:7b"), "g5.12xlarge", zone="us-east-1b")
+    launch(
+        moto, fleet_tags("lb-a", role="lb", pool="edge", model=""), "t3.medium", zone="us-east-1a"
+    )
+    data = listing(write_source(tmp_path, source_config(moto)))
+    groups = groups_of(data)
+    assert groups["role_gpu"] == ["gpu-a", "gpu-b"]
+    assert groups["role_lb"] == ["lb-a"]
+    assert groups["pool_chat"] == ["gpu-a", "gpu-b"]
+    assert groups["model_llama3_1_8b"] == ["gpu-a"]
+    assert groups["model_qwen2_5_7b"] == ["gpu-b"]
+    assert groups["lifecycle_spot"] == ["gpu-a"]
+    assert groups["lifecycle_on_demand"] == ["gpu-b", "lb-a"]
+    assert groups["az_us_east_1a"] == ["gpu-a", "lb-a"]
+    assert groups["family_g5"] == ["gpu-b"]
+    gpu_b = hostvars(data, "gpu-b")
+    assert gpu_b["ansible_host"] == gpu_b["ec2_private_ip"]
+    assert (gpu_b["ec2_gpu_count"], gpu_b["ec2_gpu_model"], gpu_b["ec2_gpu_memory_gib"]) == (
+        4,
+        "NVIDIA A10G",
+        24,
+    )
+    assert gpu_b["ec2_instance_type"] == "g5.12xlarge"
+    assert gpu_b["ec2_lifecycle"] == "on_demand"
+    assert gpu_b["ec2_region"] == REGION
+    assert gpu_b["ec2_availability_zone"] == "us-east-1b"
+    assert gpu_b["ec2_ami_id"].startswith("ami-")
+    assert gpu_b["ec2_tags"]["gpufleet:model"] == "qwen2.5:7b"
+    assert gpu_b["ec2_tags"]["gpufleet:role"] == "gpu"
+    assert "tags" not in gpu_b
+    lb = hostvars(data, "lb-a")
+    assert (lb["ec2_gpu_count"], lb["ec2_gpu_model"]) == (0, "")
+
+
+def test_only_running_and_pending_by_default(moto, tmp_path):
+    (stopped,) = launch(moto, fleet_tags("stopped"))
+    launch(moto, fleet_tags("running"))
+    ec2(moto).stop_instances(InstanceIds=[stopped])
+    assert sorted(listing(write_source(tmp_path, source_config(moto)))["_meta"]["hostvars"]) == [
+        "running"
+    ]
+    config = source_config(moto, filters={"instance-state-name": ["stopped"]})
+    assert list(listing(write_source(tmp_path, config))["_meta"]["hostvars"]) == ["stopped"]
+
+
+def test_filters_include_and_exclude(moto, tmp_path):
+    launch(moto, fleet_tags("prod-1"))
+    launch(moto, fleet_tags("prod-2", maintenance="true"))
+    launch(moto, fleet_tags("staging-1", env="staging"))
+    launch(moto, fleet_tags("dev-1", env="dev"))
+    config = source_config(
+        moto,
+        filters={"tag:gpufleet:env": "prod"},
+        include_filters=[{"tag:gpufleet:env": ["staging"]}],
+        exclude_filters=[{"tag:maintenance": "true"}],
+    )
+    hosts = sorted(listing(write_source(tmp_path, config))["_meta"]["hostvars"])
+    assert hosts == ["prod-1", "staging-1"]
+
+
+def test_hostnames_preferences(moto, tmp_path):
+    (unnamed,) = launch(moto, {"gpufleet:role": "gpu"})
+    launch(moto, fleet_tags("named"))
+    data = listing(write_source(tmp_path, source_config(moto)))
+    assert sorted(data["_meta"]["hostvars"]) == sorted(["named", unnamed])
+
+    by_ip = listing(write_source(tmp_path, source_config(moto, hostnames=["private-ip-address"])))
+    assert all(h.count(".") == 3 for h in by_ip["_meta"]["hostvars"])
+
+    tagged = listing(
+        write_source(tmp_path, source_config(moto, hostnames=["tag:gpufleet:role=gpu"]))
+    )
+    assert sorted(tagged["_meta"]["hostvars"]) == ["gpufleet_role_gpu"]
+
+    prefixed = listing(
+        write_source(
+            tmp_path,
+            source_config(
+                moto,
+                hostnames=[{"name": "tag:Name", "prefix": "tag:gpufleet:role", "separator": "-"}],
+            ),
+        )
+    )
+    assert sorted(prefixed["_meta"]["hostvars"]) == ["gpu-named"]
+
+
+def test_compose_keyed_groups_groups_and_leading_separator(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a", team="ml"), "g6.xlarge")
+    launch(moto, fleet_tags("gpu-b"), "g6e.48xlarge")
+    config = source_config(
+        moto,
+        fleet_groups=False,
+        compose={
+            "ollama_port": 11434,
+            "zone": "placement.availability_zone",
+            "gpus_text": "ec2_gpu_count | string",
+        },
+        keyed_groups=[
+            {"key": "tags['team'] | default('')", "prefix": "team", "default_value": "none"},
+            {"key": "instance_type", "parent_group": "types"},
+            {"key": "ec2_tags['gpufleet:pool']", "separator": ""},
+        ],
+        groups={"big_gpu": "ec2_gpu_count >= 8"},
+        leading_separator=False,
+    )
+    data = listing(write_source(tmp_path, config))
+    groups = groups_of(data)
+    assert groups["team_ml"] == ["gpu-a"]
+    assert groups["team_none"] == ["gpu-b"]
+    assert groups["g6_xlarge"] == ["gpu-a"]
+    assert groups["chat"] == ["gpu-a", "gpu-b"]
+    assert groups["big_gpu"] == ["gpu-b"]
+    assert "role_gpu" not in groups
+    assert sorted(data["types"]["children"]) == ["g6_xlarge", "g6e_48xlarge"]
+    gpu_b = hostvars(data, "gpu-b")
+    assert gpu_b["ollama_port"] == 11434
+    assert gpu_b["zone"] == gpu_b["ec2_availability_zone"]
+    assert gpu_b["gpus_text"] == "8"
+    assert (gpu_b["ec2_gpu_model"], gpu_b["ec2_gpu_memory_gib"]) == ("NVIDIA L40S", 48)
+
+
+def test_strict_fails_on_an_undefined_variable_and_names_it(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"))
+    lenient = source_config(moto, compose={"x": "no_such_var"}, strict=False)
+    assert "x" not in hostvars(listing(write_source(tmp_path, lenient)), "gpu-a")
+    strict = source_config(moto, compose={"x": "no_such_var"}, strict=True)
+    result = run_inventory(write_source(tmp_path, strict), check=False)
+    assert result.returncode != 0
+    assert "gpufleet_ec2: compose x for host gpu-a" in result.stderr
+
+
+def test_ami_outdated_and_asg_groups(moto, tmp_path):
+    client = ec2(moto)
+    (builder,) = launch(moto, {"Name": "builder"})
+    old = client.create_image(InstanceId=builder, Name="gpufleet-gpu-1")["ImageId"]
+    client.create_tags(Resources=[old], Tags=[{"Key": "gpufleet:role", "Value": "gpu"}])
+    time.sleep(1.1)
+    new = client.create_image(InstanceId=builder, Name="gpufleet-gpu-2")["ImageId"]
+    client.create_tags(Resources=[new], Tags=[{"Key": "gpufleet:role", "Value": "gpu"}])
+    client.terminate_instances(InstanceIds=[builder])
+    launch(moto, fleet_tags("on-old", **{"aws:autoscaling:groupName": "gpu-asg"}), image_id=old)
+    launch(moto, fleet_tags("on-new"), image_id=new)
+    launch(moto, fleet_tags("lb-base", role="lb", model=""))
+    data = listing(write_source(tmp_path, source_config(moto)))
+    groups = groups_of(data)
+    assert groups["ami_outdated"] == ["on-old"]
+    assert groups["asg_gpu_asg"] == ["on-old"]
+    on_old = hostvars(data, "on-old")
+    assert on_old["ec2_ami_name"] == "gpufleet-gpu-1"
+    assert on_old["ec2_ami_creation_date"] < hostvars(data, "on-new")["ec2_ami_creation_date"]
+
+
+def test_regions_are_all_listed(moto, tmp_path):
+    launch(moto, fleet_tags("east"))
+    launch(moto, fleet_tags("west"), region="us-west-2")
+    launch(moto, fleet_tags("eu"), region="eu-west-1")
+    config = source_config(moto, regions=["us-east-1", "us-west-2", "eu-west-1"])
+    data = listing(write_source(tmp_path, config))
+    regions = {h: plain(v)["ec2_region"] for h, v in data["_meta"]["hostvars"].items()}
+    assert regions == {"east": "us-east-1", "west": "us-west-2", "eu": "eu-west-1"}
+
+
+def test_warm_cache_answers_without_calling_ec2(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"))
+    cache = {
+        "cache": True,
+        "cache_plugin": "ansible.builtin.jsonfile",
+        "cache_connection": str(tmp_path / "cache"),
+        "cache_timeout": 600,
+    }
+    source = write_source(tmp_path, source_config(moto, **cache))
+    cold = listing(source)
+    # Same source, EC2 now unreachable: only the cache can answer.
+    write_source(tmp_path, source_config("http://127.0.0.1:9", max_attempts=1, **cache))
+    assert listing(source) == cold
+
+
+def test_hostile_tag_values_never_crash_or_make_invalid_group_names(moto, tmp_path):
+    import re
+
+    hostile = [
+        "with spaces",
+        'quote"s',
+        "it's",
+        "a:b:c",
+        "a/b/c",
+        "ünïcödé-模型",
+        "",
+        "x" * 256,
+        "{{ lookup('pipe', 'id') }}",
+        "-leading-dash",
+        "9starts-with-digit",
+    ]
+    for index, value in enumerate(hostile):
+        launch(moto, fleet_tags(f"h{index}", pool=value, model=value, role=value, team=value))
+    config = source_config(
+        moto, keyed_groups=[{"key": "ec2_tags['team']", "prefix": "team"}, {"key": "tags.team"}]
+    )
+    data = listing(write_source(tmp_path, config))
+    assert len(data["_meta"]["hostvars"]) == len(hostile)
+    for group in data:
+        assert group == "_meta" or re.fullmatch(r"[^\W\d]\w*", group), group
+    templated = plain(data["_meta"]["hostvars"]["h8"])["ec2_tags"]["team"]
+    assert templated == "{{ lookup('pipe', 'id') }}"
