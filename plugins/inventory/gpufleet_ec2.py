@@ -562,7 +562,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     if strict:
                         raise FleetError(f"compose {var} for host {name}: {exc}") from None
             processed["hosts"][name] = hostvars
-            groups = self._fleet_groups(hostvars) if self.get_option("fleet_groups") else []
+            groups = (
+                self._fleet_groups(instance, hostvars) if self.get_option("fleet_groups") else []
+            )
             groups += self._conditional_groups(context, name, strict)
             groups += self._keyed_groups(context, name, strict, processed["children"])
             for group in dict.fromkeys(groups):
@@ -613,8 +615,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         instance_type = instance.get("InstanceType", "")
         gpus, gpu_model, gpu_memory = gpu_profile(instance_type)
         zone = instance.get("Placement", {}).get("AvailabilityZone", "")
-        newest = instance["_newest_by_role"].get(tags.get(ROLE_TAG, ""), "")
-        created = image.get("CreationDate", "")
         address_source = HOSTNAME_SOURCES[self.get_option("host_address")]
         return {
             "ansible_host": _attribute_chain(instance, address_source),
@@ -623,18 +623,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             "ec2_availability_zone": zone,
             "ec2_instance_type": instance_type,
             "ec2_lifecycle": "spot" if instance.get("InstanceLifecycle") == "spot" else "on_demand",
-            "ec2_private_ip": instance.get("PrivateIpAddress", ""),
             "ec2_ami_id": instance.get("ImageId", ""),
             "ec2_ami_name": image.get("Name", ""),
-            "ec2_ami_creation_date": created,
-            "ec2_ami_outdated": bool(newest) and (not created or created < newest),
+            "ec2_ami_creation_date": image.get("CreationDate", ""),
             "ec2_gpu_count": gpus,
             "ec2_gpu_model": gpu_model,
             "ec2_gpu_memory_gib": gpu_memory,
             "ec2_tags": tags,
         }
 
-    def _fleet_groups(self, hostvars: dict[str, Any]) -> list[str]:
+    def _fleet_groups(self, instance: dict[str, Any], hostvars: dict[str, Any]) -> list[str]:
         tags = hostvars["ec2_tags"]
         wanted = [
             ("role", tags.get(ROLE_TAG)),
@@ -648,7 +646,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         groups = [
             self._sanitize_group_name(f"{prefix}_{value}") for prefix, value in wanted if value
         ]
-        if hostvars["ec2_ami_outdated"]:
+        newest = instance["_newest_by_role"].get(tags.get(ROLE_TAG, ""), "")
+        created = hostvars["ec2_ami_creation_date"]
+        if newest and (not created or created < newest):
             groups.append("ami_outdated")
         return groups
 

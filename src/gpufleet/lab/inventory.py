@@ -1,4 +1,4 @@
-"""The inventory the lab writes: an EC2 inventory source aimed at the local EC2 API.
+"""The inventory the lab writes: a gpufleet_ec2 source aimed at the local EC2 API.
 
 Playbooks read the lab through the same dynamic EC2 inventory they use in AWS;
 only the endpoint, the credentials and how SSH reaches the hosts differ.
@@ -12,7 +12,7 @@ from pathlib import Path
 from gpufleet.lab.ec2 import CREDENTIALS, endpoint
 from gpufleet.lab.topology import SSH_USER, LabPaths, LabTopology
 
-SOURCE_NAME = "lab.aws_ec2.yml"
+SOURCE_NAME = "lab.gpufleet_ec2.yml"
 
 
 def ssh_common_args(paths: LabPaths) -> str:
@@ -24,19 +24,13 @@ def write(paths: LabPaths, topology: LabTopology, release: dict[str, str] | None
     directory = paths.inventory_dir
     (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
     source = {
-        "plugin": "amazon.aws.aws_ec2",
+        "plugin": "gpufleet_ec2",
         "regions": [topology.region],
         "endpoint_url": endpoint(topology.ec2_port),
         "aws_access_key": CREDENTIALS["aws_access_key_id"],
         "aws_secret_key": CREDENTIALS["aws_secret_access_key"],
         "filters": {"tag:gpufleet:env": "lab"},
         "hostnames": ["tag:Name"],
-        "compose": {"ansible_host": "private_ip_address"},
-        "keyed_groups": [
-            {"key": "tags['gpufleet:role']", "prefix": "role"},
-            {"key": "tags['gpufleet:pool']", "prefix": "pool"},
-            {"key": "placement.availability_zone", "prefix": "az"},
-        ],
     }
     connection = {
         "ansible_user": SSH_USER,

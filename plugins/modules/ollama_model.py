@@ -1,0 +1,166 @@
+"""ollama_model: make sure a model is pulled, removed, or loaded on an Ollama server."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ollama_model
+short_description: Pull, remove or warm a model on an Ollama server
+description:
+  - Makes sure a model is on an Ollama server's disk (V(present)), is not (V(absent)),
+    or is on disk and loaded in memory (V(loaded)), so the first user request does not
+    wait for the model to load.
+  - Reads the server's state through C(/api/tags) and C(/api/ps) first and changes
+    nothing when the model is already as asked.
+  - A failed pull leaves no model behind; Ollama itself removes partial downloads.
+author: gpufleet
+version_added: "0.1.0"
+options:
+  name:
+    description:
+      - Model name as Ollama takes it, C(model:tag), C(namespace/model:tag) or
+        C(host/namespace/model:tag). Without a tag, C(latest).
+    type: str
+    required: true
+    aliases: [model]
+  state:
+    description:
+      - V(present) pulls the model when it is missing.
+      - V(absent) deletes it (and unloads it) when it is there.
+      - V(loaded) pulls it when missing and loads it when it is not loaded.
+    type: str
+    choices: [present, absent, loaded]
+    default: present
+  host:
+    description:
+      - The Ollama server, as C(host:port) or a URL. Defaults to E(OLLAMA_HOST), then
+        C(127.0.0.1:11434).
+    type: str
+  insecure:
+    description: Allow pulling from a registry over plain HTTP, as Ollama's C(insecure) flag.
+    type: bool
+    default: false
+  keep_alive:
+    description:
+      - With V(loaded), how long the model stays in memory, as Ollama's C(keep_alive)
+        (C(5m), C(1h), C(-1) for as long as the server runs).
+    type: str
+    default: "-1"
+  timeout:
+    description: Seconds a pull or a load may take.
+    type: int
+    default: 3600
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Pull the served model
+  ollama_model:
+    name: llama3.1:8b
+    host: "{{ ansible_host }}:11434"
+
+- name: Warm it so the first request is fast
+  ollama_model:
+    name: llama3.1:8b
+    state: loaded
+    keep_alive: "-1"
+
+- name: Remove the model this host no longer serves
+  ollama_model:
+    name: qwen2.5:7b
+    state: absent
+"""
+
+RETURN = r"""
+model:
+  description: The model's full name, tag included.
+  returned: always
+  type: str
+  sample: llama3.1:8b
+digest:
+  description: The model's manifest digest, as C(/api/tags) gives it; empty when absent.
+  returned: always
+  type: str
+size:
+  description: The model's size on disk in bytes; 0 when absent.
+  returned: always
+  type: int
+loaded:
+  description: Whether the model is loaded in memory afterwards.
+  returned: always
+  type: bool
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ollama_api import OllamaClient, OllamaError, full_name
+
+
+def describe(client: OllamaClient, name: str) -> dict:
+    local = client.local_models().get(name)
+    loaded = name in client.loaded_models()
+    return {
+        "state": ("loaded" if loaded else "present") if local else "absent",
+        "digest": local["digest"] if local else "",
+        "size": local["size"] if local else 0,
+        "loaded": loaded,
+    }
+
+
+def plan(before: dict, wanted: str) -> list[str]:
+    """The steps from the model's state to the wanted one, in order."""
+    if wanted == "absent":
+        return ["delete"] if before["state"] != "absent" else []
+    steps = ["pull"] if before["state"] == "absent" else []
+    if wanted == "loaded" and not before["loaded"]:
+        steps.append("load")
+    return steps
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True, "aliases": ["model"]},
+            "state": {"type": "str", "default": "present",
+                      "choices": ["present", "absent", "loaded"]},
+            "host": {"type": "str"},
+            "insecure": {"type": "bool", "default": False},
+            "keep_alive": {"type": "str", "default": "-1"},
+            "timeout": {"type": "int", "default": 3600},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    name = full_name(params["name"])
+    host = params["host"] or os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
+    client = OllamaClient(host)
+    try:
+        before = describe(client, name)
+        steps = plan(before, params["state"])
+        if steps and not module.check_mode:
+            for step in steps:
+                if step == "pull":
+                    client.pull(name, params["insecure"], params["timeout"])
+                elif step == "load":
+                    client.load(name, params["keep_alive"], params["timeout"])
+                else:
+                    client.delete(name)
+            after = describe(client, name)
+        else:
+            after = dict(before, state=params["state"]) if steps else before
+    except OllamaError as exc:
+        module.fail_json(msg=f"ollama_model {name}: {exc}", model=name)
+    module.exit_json(
+        changed=bool(steps), model=name, digest=after["digest"], size=after["size"],
+        loaded=after["loaded"],
+        diff={"before": {"model": name, "state": before["state"]},
+              "after": {"model": name, "state": after["state"]}},
+    )
+
+
+if __name__ == "__main__":
+    main()
