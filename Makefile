@@ -21,7 +21,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 
 help:
 	@echo "make demo   bring the fleet lab up, show its inventory, apply the baseline, take it down"
-	@echo "make test   ruff, ansible-lint (production), unit tests, lab tests with molecule"
+	@echo "make test   ruff, ansible-lint (production), unit, stand-in and inventory tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 
 deps: $(STAMPS)/apt $(STAMPS)/venv
@@ -57,7 +57,7 @@ lint: deps
 	ansible-lint --profile production
 
 unit: deps
-	pytest tests/unit tests/standin
+	pytest tests/unit tests/standin tests/inventory
 
 lab-test: deps
 	pytest tests/lab
