@@ -57,7 +57,7 @@ lint: deps
 	ansible-lint --profile production
 
 unit: deps
-	pytest tests/unit tests/standin tests/inventory
+	pytest tests/unit tests/standin tests/inventory tests/modules
 
 lab-test: deps
 	pytest tests/lab

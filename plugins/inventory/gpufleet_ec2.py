@@ -139,6 +139,7 @@ options:
 """
 
 EXAMPLES = r"""
+---
 # inventory/production.gpufleet_ec2.yml
 plugin: gpufleet_ec2
 regions: [us-east-1, us-west-2]
@@ -153,6 +154,7 @@ keyed_groups:
 compose:
   ollama_models_expected: ec2_tags['gpufleet:model'] | default('')
 
+---
 # Through a role in another account, skipping regions the role may not list.
 plugin: gpufleet_ec2
 regions: [eu-west-1, eu-central-1]
@@ -162,6 +164,7 @@ strict_permissions: false
 exclude_filters:
   - tag:gpufleet:maintenance: "true"
 
+---
 # A warm cache answers without calling AWS for an hour.
 plugin: gpufleet_ec2
 regions: [us-east-1]

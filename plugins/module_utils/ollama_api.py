@@ -32,13 +32,22 @@ class OllamaClient:
         self.base_url = base.rstrip("/")
         self.timeout = timeout
 
-    def _open(self, method: str, path: str, body: dict | None = None, timeout: int | None = None,
-              ) -> Any:
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        timeout: int | None = None,
+    ) -> Any:
         data = json.dumps(body) if body is not None else None
         try:
-            return open_url(self.base_url + path, data=data, method=method,
-                            headers={"Content-Type": "application/json"},
-                            timeout=timeout or self.timeout)
+            return open_url(
+                self.base_url + path,
+                data=data,
+                method=method,
+                headers={"Content-Type": "application/json"},
+                timeout=timeout or self.timeout,
+            )
         except HTTPError as exc:
             raise OllamaError(self._error_text(exc)) from None
         except (URLError, OSError) as exc:
@@ -68,8 +77,9 @@ class OllamaClient:
 
     def pull(self, name: str, insecure: bool, timeout: int) -> None:
         """Pull and read the status stream to its end; an `error` line fails the pull."""
-        response = self._open("POST", "/api/pull",
-                              {"model": name, "insecure": insecure, "stream": True}, timeout)
+        response = self._open(
+            "POST", "/api/pull", {"model": name, "insecure": insecure, "stream": True}, timeout
+        )
         last = {}
         for line in response:
             if not line.strip():

@@ -125,8 +125,11 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "name": {"type": "str", "required": True, "aliases": ["model"]},
-            "state": {"type": "str", "default": "present",
-                      "choices": ["present", "absent", "loaded"]},
+            "state": {
+                "type": "str",
+                "default": "present",
+                "choices": ["present", "absent", "loaded"],
+            },
             "host": {"type": "str"},
             "insecure": {"type": "bool", "default": False},
             "keep_alive": {"type": "str", "default": "-1"},
@@ -155,10 +158,15 @@ def main() -> None:
     except OllamaError as exc:
         module.fail_json(msg=f"ollama_model {name}: {exc}", model=name)
     module.exit_json(
-        changed=bool(steps), model=name, digest=after["digest"], size=after["size"],
+        changed=bool(steps),
+        model=name,
+        digest=after["digest"],
+        size=after["size"],
         loaded=after["loaded"],
-        diff={"before": {"model": name, "state": before["state"]},
-              "after": {"model": name, "state": after["state"]}},
+        diff={
+            "before": {"model": name, "state": before["state"]},
+            "after": {"model": name, "state": after["state"]},
+        },
     )
 
 

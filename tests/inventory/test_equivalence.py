@@ -1,7 +1,7 @@
 """For the same moto data and an equivalent config, host names and keyed groups equal
 amazon.aws.aws_ec2's: the drop-in promise."""
 
-from conftest import CREDENTIALS, REGION, fleet_tags, groups_of, launch, listing, write_source
+from ec2_moto import CREDENTIALS, REGION, fleet_tags, groups_of, launch, listing, write_source
 
 KEYED_GROUPS = [
     {"key": "tags['gpufleet:role']", "prefix": "role"},

@@ -1,7 +1,7 @@
 """Bad input and a bad day at AWS: one clear line naming the option, region or credential."""
 
 import pytest
-from conftest import REGION, fleet_tags, launch, listing, run_inventory, source_config, write_source
+from ec2_moto import REGION, fleet_tags, launch, listing, run_inventory, source_config, write_source
 from faults import FaultyEC2
 
 
@@ -113,7 +113,7 @@ def test_ansible_doc_shows_documentation_and_examples():
     import sys
     from pathlib import Path
 
-    from conftest import REPO, inventory_env
+    from ec2_moto import REPO, inventory_env
 
     doc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-doc"), "-t", "inventory", "gpufleet_ec2"],

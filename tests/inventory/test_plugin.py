@@ -2,7 +2,7 @@
 
 import time
 
-from conftest import (
+from ec2_moto import (
     REGION,
     ec2,
     fleet_tags,

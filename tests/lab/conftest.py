@@ -5,42 +5,14 @@ These tests never skip: on a machine that cannot run the lab they fail and say w
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from labctl import gpufleet, lab_status
 
-REPO = Path(__file__).resolve().parents[2]
 LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
-
-
-def gpufleet(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "gpufleet.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"gpufleet {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
-
-
-def lab_status() -> dict:
-    return json.loads(gpufleet("lab", "status", "--json", check=False).stdout)
-
-
-def on_host(host: str, command: str, check: bool = True, timeout: float = 300) -> str:
-    result = gpufleet("lab", "ssh", host, command, check=False, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"{host}: `{command}` exited {result.returncode}: {result.stderr}")
-    return result.stdout
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,7 +3,7 @@
 import socket
 import subprocess
 
-from conftest import gpufleet, lab_status
+from labctl import gpufleet, lab_status
 
 from gpufleet.lab.topology import BRIDGE
 

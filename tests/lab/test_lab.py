@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import boto3
-from conftest import REPO, gpufleet, lab_status, on_host
+from labctl import REPO, gpufleet, lab_status, on_host
 
 from gpufleet.lab.ec2 import CREDENTIALS
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO
+from labctl import REPO
 
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
 

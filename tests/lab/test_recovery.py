@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from conftest import gpufleet, lab_status, on_host
+from labctl import gpufleet, lab_status, on_host
 
 
 def host(name):

@@ -5,7 +5,7 @@ import json
 import urllib.request
 from pathlib import Path
 
-from conftest import on_host
+from labctl import on_host
 
 INSTALL = "/opt/ollama-standin-test"
 

@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import gpufleet
+from labctl import gpufleet
 
 from gpufleet.lab.system import tcp_open
 from gpufleet.lab.topology import BRIDGE, NFT_TABLE, LabPaths

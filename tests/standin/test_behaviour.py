@@ -10,8 +10,8 @@ import threading
 
 import ollama
 import pytest
-from conftest import TESTS_DIR, start_standin
 from ollama_standin.release import archive_name, build
+from standin_server import TESTS_DIR, start_standin
 
 
 @pytest.fixture

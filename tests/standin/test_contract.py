@@ -8,7 +8,7 @@ import urllib.request
 
 import ollama
 import pytest
-from conftest import SMALL
+from standin_server import SMALL
 
 
 def client(standin):

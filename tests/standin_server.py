@@ -1,4 +1,4 @@
-"""A lab model registry and Ollama stand-in servers on loopback for the contract tests."""
+"""Ollama stand-in servers and the lab model registry on loopback, for tests that need them."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ollama_standin.registry import Registry
 
 from gpufleet.lab.system import free_port
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
 SMALL = 1_000_000
 
 
@@ -29,17 +27,6 @@ class StandIn:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def registry() -> Iterator[str]:
-    served = Registry(
-        {"llama3.1:8b": SMALL, "qwen2.5:7b": SMALL, "nomic-embed-text": SMALL, "mistral:7b": SMALL},
-        corrupt=frozenset({"mistral:7b"}),
-    )
-    url = served.start()
-    yield url
-    served.stop()
 
 
 def start_standin(models: Path, registry_url: str, **env: str) -> StandIn:
@@ -70,10 +57,3 @@ def start_standin(models: Path, registry_url: str, **env: str) -> StandIn:
             time.sleep(0.05)
     process.kill()
     pytest.fail(f"the stand-in did not start: {process.stderr.read().decode()}")
-
-
-@pytest.fixture
-def standin(tmp_path: Path, registry: str) -> Iterator[StandIn]:
-    server = start_standin(tmp_path / "models", registry)
-    yield server
-    server.stop()

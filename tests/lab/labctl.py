@@ -1,0 +1,36 @@
+"""Driving the fleet lab from tests: the gpufleet CLI, lab status, commands on hosts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def gpufleet(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "gpufleet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"gpufleet {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def lab_status() -> dict:
+    return json.loads(gpufleet("lab", "status", "--json", check=False).stdout)
+
+
+def on_host(host: str, command: str, check: bool = True, timeout: float = 300) -> str:
+    result = gpufleet("lab", "ssh", host, command, check=False, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"{host}: `{command}` exited {result.returncode}: {result.stderr}")
+    return result.stdout
