@@ -1,0 +1,51 @@
+"""What the ollama role leaves on a lab host, checked from outside with testinfra."""
+
+import json
+
+
+def test_binary_is_linked_to_its_version(host):
+    link = host.file("/usr/bin/ollama")
+    assert link.is_symlink
+    assert link.linked_to.startswith("/opt/ollama/")
+    assert host.run("/usr/bin/ollama --version").stdout.startswith("ollama version is ")
+
+
+def test_service_runs_as_ollama_in_the_gpu_groups(host):
+    assert host.service("ollama").is_running
+    assert host.service("ollama").is_enabled
+    user = host.user("ollama")
+    assert {"render", "video"} <= set(user.groups)
+    assert host.file("/var/lib/ollama/models").user == "ollama"
+    assert host.file("/var/lib/ollama/models").mode == 0o750
+
+
+def test_unit_is_hardened_but_keeps_devices(host):
+    show = host.run(
+        "systemctl show ollama -p ProtectSystem -p NoNewPrivileges "
+        "-p PrivateDevices -p ProtectHome -p PrivateTmp -p User"
+    ).stdout
+    values = dict(line.split("=", 1) for line in show.split())
+    assert values == {
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "PrivateDevices": "no",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "User": "ollama",
+    }
+
+
+def test_listens_on_the_private_address_only(host):
+    address = host.interface("eth0").addresses[0]
+    env = host.run("systemctl show ollama -p Environment").stdout
+    assert f"OLLAMA_HOST={address}:11434" in env
+    assert host.socket(f"tcp://{address}:11434").is_listening
+    assert not host.socket("tcp://0.0.0.0:11434").is_listening
+
+
+def test_api_answers_and_the_model_is_loaded(host):
+    address = host.interface("eth0").addresses[0]
+    version = json.loads(host.check_output(f"curl -fs http://{address}:11434/api/version"))
+    assert version["version"]
+    running = json.loads(host.check_output(f"curl -fs http://{address}:11434/api/ps"))
+    assert [m["name"] for m in running["models"]] == ["llama3.1:8b"]
