@@ -17,12 +17,19 @@ PLAYBOOK = """
 """
 
 
+SHA = "a" * 64
+
+
 @pytest.mark.parametrize(
     ("role", "bad_vars", "named"),
     [
         ("base", "base_apt_cache_valid_time=soon", "base_apt_cache_valid_time"),
         ("base", "base_time_sync=maybe", "base_time_sync"),
         ("base", '{"base_packages": {"curl": 1}}', "base_packages"),
+        ("ollama", "ollama_version=0.14.2", "ollama_release_sha256"),
+        ("ollama", "ollama_release_sha256=abc123", "ollama_release_sha256"),
+        ("ollama", f"ollama_release_sha256={SHA} ollama_port=http", "ollama_port"),
+        ("ollama", f"ollama_release_sha256={SHA} ollama_version=latest", "ollama_version"),
     ],
 )
 def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, bad_vars, named):
@@ -39,4 +46,12 @@ def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, 
     assert result.returncode != 0, output
     assert named in output
     assert "Validating arguments against arg spec" in output
-    assert "TASK [base : Refresh the apt cache" not in output
+    # Nothing past validation and the input checks ran: no task touched the host.
+    changing = [
+        line
+        for line in output.splitlines()
+        if line.startswith("TASK [")
+        and "Validating arguments" not in line
+        and "Check the inputs" not in line
+    ]
+    assert changing == [], changing

@@ -15,8 +15,9 @@ def test_service_runs_as_ollama_in_the_gpu_groups(host):
     assert host.service("ollama").is_enabled
     user = host.user("ollama")
     assert {"render", "video"} <= set(user.groups)
-    assert host.file("/var/lib/ollama/models").user == "ollama"
-    assert host.file("/var/lib/ollama/models").mode == 0o750
+    with host.sudo():
+        models = host.file("/var/lib/ollama/models")
+        assert (models.user, models.group, models.mode) == ("ollama", "ollama", 0o750)
 
 
 def test_unit_is_hardened_but_keeps_devices(host):
@@ -43,9 +44,13 @@ def test_listens_on_the_private_address_only(host):
     assert not host.socket("tcp://0.0.0.0:11434").is_listening
 
 
-def test_api_answers_and_the_model_is_loaded(host):
+def api(host, path):
     address = host.interface("eth0").addresses[0]
-    version = json.loads(host.check_output(f"curl -fs http://{address}:11434/api/version"))
-    assert version["version"]
-    running = json.loads(host.check_output(f"curl -fs http://{address}:11434/api/ps"))
+    fetch = f"import urllib.request as u; print(u.urlopen('http://{address}:11434{path}').read().decode())"
+    return json.loads(host.check_output(f'python3 -c "{fetch}"'))
+
+
+def test_api_answers_and_the_model_is_loaded(host):
+    assert api(host, "/api/version")["version"]
+    running = api(host, "/api/ps")
     assert [m["name"] for m in running["models"]] == ["llama3.1:8b"]
