@@ -16,7 +16,7 @@ from ollama_standin.config import Config, parse_keep_alive
 from ollama_standin.http11 import Request, Response, serve_connection
 from ollama_standin.names import InvalidName, ModelName
 from ollama_standin.pull import PullError, pull
-from ollama_standin.scheduler import Scheduler, ServerBusy
+from ollama_standin.scheduler import Runner, Scheduler, ServerBusy
 from ollama_standin.store import DigestMismatch, LocalModel, Store, rfc3339
 
 WORDS = [
@@ -322,10 +322,7 @@ class OllamaServer:
             )
             return
         started = time.monotonic()
-        try:
-            runner, load_seconds = await self.scheduler.acquire(model)
-        except ServerBusy as exc:
-            raise ApiError(503, str(exc)) from None
+        runner, load_seconds = await self._acquire(model)
         try:
             if not prompt:
                 await response.json(
@@ -375,6 +372,13 @@ class OllamaServer:
         finally:
             await self.scheduler.release(runner, keep_alive)
 
+    async def _acquire(self, model: LocalModel) -> tuple[Runner, float]:
+        """A slot on the model's runner; a full queue is Ollama's 503."""
+        try:
+            return await self.scheduler.acquire(model)
+        except ServerBusy as exc:
+            raise ApiError(503, str(exc)) from None
+
     async def _tokens(self, prompt: str, count: int) -> AsyncIterator[str]:
         """Tokens at the configured rate, so a stream lasts as long as a real model's."""
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
@@ -391,10 +395,7 @@ class OllamaServer:
         inputs = data.get("input", "")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         started = time.monotonic()
-        try:
-            runner, load_seconds = await self.scheduler.acquire(model)
-        except ServerBusy as exc:
-            raise ApiError(503, str(exc)) from None
+        runner, load_seconds = await self._acquire(model)
         try:
             vectors = [_embedding(str(item)) for item in inputs]
         finally:

@@ -1,6 +1,7 @@
 """Roles refuse bad input by name before they touch a host (meta/argument_specs.yml)."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,14 @@ def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, 
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAYBOOK.format(role=role))
     result = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", bad_vars],
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            str(playbook),
+            "-e",
+            bad_vars,
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

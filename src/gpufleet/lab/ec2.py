@@ -7,9 +7,7 @@ carries in AWS, so the inventory plugin reads the lab exactly as it reads an acc
 from __future__ import annotations
 
 import datetime
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +15,14 @@ from types import FrameType
 from typing import Any
 
 from gpufleet.lab import LabError
-from gpufleet.lab.system import pid_alive, read_pid, tcp_open, wait_until
+from gpufleet.lab.system import (
+    python_module,
+    read_pid,
+    spawn_daemon,
+    stop_daemon,
+    tcp_open,
+    wait_until,
+)
 from gpufleet.lab.topology import LabHost, LabTopology
 
 LOOPBACK = "127.0.0.1"
@@ -46,16 +51,11 @@ def server_pid(ec2_dir: Path) -> int | None:
 def start_server(ec2_dir: Path, port: int) -> None:
     """Start moto on loopback in its own session; it outlives `lab up`."""
     ec2_dir.mkdir(parents=True, exist_ok=True)
-    with (ec2_dir / "server.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gpufleet.lab.ec2", str(port), str(ec2_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    (ec2_dir / "server.pid").write_text(f"{proc.pid}\n")
+    proc = spawn_daemon(
+        python_module("gpufleet.lab.ec2", str(port), str(ec2_dir)),
+        ec2_dir / "server.log",
+        ec2_dir / "server.pid",
+    )
     if not wait_until(lambda: tcp_open(LOOPBACK, port) or proc.poll() is not None, 30):
         raise LabError(f"the local EC2 API did not answer on {endpoint(port)} within 30 s")
     if proc.poll() is not None:
@@ -63,12 +63,7 @@ def start_server(ec2_dir: Path, port: int) -> None:
 
 
 def stop_server(ec2_dir: Path) -> None:
-    pid = server_pid(ec2_dir)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        if not wait_until(lambda: not pid_alive(pid), 5):
-            os.kill(pid, signal.SIGKILL)
-    (ec2_dir / "server.pid").unlink(missing_ok=True)
+    stop_daemon(ec2_dir / "server.pid")
 
 
 def seed(topology: LabTopology) -> None:

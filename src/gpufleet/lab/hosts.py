@@ -6,18 +6,19 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 from gpufleet.lab.system import (
     kill_all,
+    make_ssh_key,
     mounted,
-    pid_alive,
     processes_in_netns,
+    python_module,
     read_pid,
     run,
+    spawn_daemon,
+    stop_daemon,
     wait_until,
 )
 from gpufleet.lab.topology import SSH_USER, LabHost, LabPaths, LabTopology
@@ -44,21 +45,7 @@ class HostFiles:
 def ensure_identity(files: HostFiles, host: LabHost) -> str:
     """Make the host's SSH key once, kept across resets; return the host's known_hosts line."""
     files.root.mkdir(parents=True, exist_ok=True)
-    if not files.host_key.exists():
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                host.name,
-                "-f",
-                str(files.host_key),
-            ]
-        )
+    make_ssh_key(files.host_key, host.name)
     key_type, key_body = files.host_key.with_suffix(".pub").read_text().split()[:2]
     return f"{host.address},{host.name} {key_type} {key_body}"
 
@@ -139,31 +126,20 @@ def start(files: HostFiles, host: LabHost) -> None:
     _kill_container_processes(host.netns)
     files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host)))
     files.nspawn_pid.unlink(missing_ok=True)
-    with files.console.open("ab") as console:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gpufleet.lab.supervisor", str(files.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    files.supervisor_pid.write_text(f"{proc.pid}\n")
+    spawn_daemon(
+        python_module("gpufleet.lab.supervisor", str(files.root)),
+        files.console,
+        files.supervisor_pid,
+    )
 
 
 def stop(files: HostFiles, netns: str) -> None:
     """Power the host off through its supervisor; kill what is left after a grace period."""
-    supervisor = read_pid(files.supervisor_pid)
-    if supervisor is not None:
-        os.kill(supervisor, signal.SIGTERM)
-        wait_until(lambda: not pid_alive(supervisor), SHUTDOWN_GRACE_SECONDS)
-        if pid_alive(supervisor):
-            os.kill(supervisor, signal.SIGKILL)
+    stop_daemon(files.supervisor_pid, SHUTDOWN_GRACE_SECONDS)
     nspawn = read_pid(files.nspawn_pid)
     if nspawn is not None:
         os.kill(nspawn, signal.SIGKILL)
     _kill_container_processes(netns)
-    files.supervisor_pid.unlink(missing_ok=True)
     files.nspawn_pid.unlink(missing_ok=True)
 
 

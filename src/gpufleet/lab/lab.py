@@ -13,6 +13,7 @@ from gpufleet.lab import LabError, ec2, hosts, inventory, network, rootfs, stand
 from gpufleet.lab.system import (
     free_port,
     kill_all,
+    make_ssh_key,
     mounts_below,
     port_in_use,
     processes_in_netns,
@@ -219,21 +220,7 @@ def _choose_ec2_port(paths: LabPaths, topology: LabTopology, requested: int | No
 
 def _ensure_ssh_key(paths: LabPaths) -> str:
     paths.ssh_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not paths.ssh_key.exists():
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "gpufleet-lab",
-                "-f",
-                str(paths.ssh_key),
-            ]
-        )
+    make_ssh_key(paths.ssh_key, "gpufleet-lab")
     return paths.ssh_key.with_suffix(".pub").read_text()
 
 

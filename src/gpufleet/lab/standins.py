@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from gpufleet.lab import LabError
-from gpufleet.lab.system import free_port, pid_alive, read_pid, tcp_open, wait_until
+from gpufleet.lab.system import (
+    free_port,
+    read_pid,
+    spawn_daemon,
+    stop_daemon,
+    tcp_open,
+    wait_until,
+)
 from gpufleet.lab.topology import LabPaths, LabTopology
 
 STANDIN_ROOT = Path(__file__).resolve().parents[3] / "tests"
@@ -64,17 +70,12 @@ def start_registry(paths: LabPaths, topology: LabTopology) -> int:
     ]
     for spec in topology.registry_models.split(","):
         argv += ["--model", spec.strip()]
-    with (paths.registry_dir / "registry.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    (paths.registry_dir / "registry.pid").write_text(f"{proc.pid}\n")
+    proc = spawn_daemon(
+        argv,
+        paths.registry_dir / "registry.log",
+        paths.registry_dir / "registry.pid",
+        env=_environment(),
+    )
     if not wait_until(lambda: tcp_open(topology.gateway, port) or proc.poll() is not None, 120):
         raise LabError(f"the lab model registry did not answer on {topology.gateway}:{port}")
     if proc.poll() is not None:
@@ -83,8 +84,4 @@ def start_registry(paths: LabPaths, topology: LabTopology) -> int:
 
 
 def stop_registry(paths: LabPaths) -> None:
-    pid = registry_pid(paths)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        if not wait_until(lambda: not pid_alive(pid), 5):
-            os.kill(pid, signal.SIGKILL)
+    stop_daemon(paths.registry_dir / "registry.pid")

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,3 +114,41 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def make_ssh_key(path: Path, comment: str) -> None:
+    """An ed25519 key pair without passphrase at path (and path.pub), made once."""
+    if not path.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
+def spawn_daemon(
+    argv: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a process in its own session, detached from ours, output to log, pid to pidfile."""
+    with log.open("ab") as output:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def stop_daemon(pidfile: Path, grace: float = 5.0) -> None:
+    """SIGTERM the process in pidfile, SIGKILL it after grace seconds, forget the pidfile."""
+    pid = read_pid(pidfile)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not pid_alive(pid), grace):
+            os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
