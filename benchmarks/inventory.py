@@ -113,21 +113,28 @@ def raw_paginate(url: str, regions: list[str]) -> float:
     return time.monotonic() - started
 
 
-def ansible_inventory(source: Path) -> float:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_TRANSFORM_INVALID_GROUP_CHARS": "always",
-    }
-    started = time.monotonic()
-    subprocess.run(
+# The same group-name rule for both plugins, so their outputs have the same groups.
+ANSIBLE_ENV = {
+    **os.environ,
+    "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+    "ANSIBLE_TRANSFORM_INVALID_GROUP_CHARS": "always",
+}
+
+
+def list_inventory(source: Path) -> str:
+    return subprocess.run(
         [str(BIN / "ansible-inventory"), "-i", str(source), "--list"],
-        env=env,
+        env=ANSIBLE_ENV,
         cwd=REPO,
         check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def ansible_inventory(source: Path) -> float:
+    started = time.monotonic()
+    list_inventory(source)
     return time.monotonic() - started
 
 
@@ -145,10 +152,9 @@ print(time.monotonic() - started)
 
 def inventory_load(source: Path) -> float:
     """Seconds to load the inventory in-process, as ansible-playbook does before any play."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     out = subprocess.run(
         [sys.executable, "-c", LOAD_TIMER, str(source)],
-        env=env,
+        env=ANSIBLE_ENV,
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -170,17 +176,7 @@ def plain(value: object) -> object:
 def static_copy(source: Path, target: Path) -> Path:
     """Our plugin's output as a static YAML inventory: what Ansible itself costs for the
     same hosts, variables and groups, with no plugin and no API at all."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    listed = json.loads(
-        subprocess.run(
-            [str(BIN / "ansible-inventory"), "-i", str(source), "--list"],
-            env=env,
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    listed = json.loads(list_inventory(source))
     hostvars = plain(listed.pop("_meta")["hostvars"])
     children = {
         group: {"hosts": {h: None for h in body.get("hosts", [])}}
