@@ -127,7 +127,7 @@ def start(files: HostFiles, host: LabHost) -> None:
     files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host)))
     files.nspawn_pid.unlink(missing_ok=True)
     spawn_daemon(
-        python_module("gpufleet.lab.supervisor", str(files.root)),
+        python_module("gpufleet.lab.supervisor", str(files.root), "--own-cgroup"),
         files.console,
         files.supervisor_pid,
     )

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gpufleet.lab import LabError, ec2, hosts, inventory, network, rootfs, standins
+from gpufleet.lab import LabError, cgroups, ec2, hosts, inventory, network, rootfs, standins
 from gpufleet.lab.system import (
     free_port,
     kill_all,
@@ -103,6 +103,7 @@ def leftovers(paths: LabPaths) -> list[str]:
     if network.nat_present():
         found.append(f"nft table {NFT_TABLE}")
     found += [f"mount {m}" for m in mounts_below(paths.state)]
+    found += [f"cgroup {c}" for c in cgroups.lab_cgroups()]
     found += [f"process {pid} ({what})" for pid, what in _lab_processes(paths)]
     return found
 
@@ -339,6 +340,7 @@ def down(paths: LabPaths) -> list[str]:
     for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):
         run(["umount", "--lazy", str(mount_point)], check=False)
     network.teardown(topology.ip_forward_before if topology else "")
+    cgroups.remove_lab_cgroups()
     remaining = leftovers(paths)
     if not remaining and paths.state.exists():
         shutil.rmtree(paths.state)

@@ -1,6 +1,7 @@
 """Keeps one lab host booted: a reboot inside the host is an nspawn exit with status 133.
 
-Run as `python -m gpufleet.lab.supervisor HOST_DIR`, detached, by `gpufleet lab up`.
+Run as `python -m gpufleet.lab.supervisor HOST_DIR --own-cgroup`, detached, by
+`gpufleet lab up`; --own-cgroup first moves it into the host's own cgroup.
 Any other exit while not asked to stop is a crash: it is logged and the supervisor ends.
 """
 
@@ -13,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+
+from gpufleet.lab.cgroups import enter_host_cgroup
 
 REBOOT_STATUS = 133
 
@@ -53,7 +56,10 @@ class Supervisor:
 
 
 def main() -> int:
-    supervisor = Supervisor(Path(sys.argv[1]))
+    host_dir = Path(sys.argv[1])
+    if "--own-cgroup" in sys.argv[2:]:
+        enter_host_cgroup(host_dir.name)
+    supervisor = Supervisor(host_dir)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     return supervisor.run()
