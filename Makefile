@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Debian packages: the lab (nspawn, debootstrap, ip, nft, ssh), HAProxy to validate
 # configs on the controller, Packer, and zstd for Ollama-style release archives.
 APT_PACKAGES := python3 python3-venv python3-dev gcc systemd-container debootstrap iproute2 \
-	nftables openssh-client haproxy packer zstd util-linux
+	nftables openssh-client haproxy packer zstd util-linux prometheus-node-exporter
 
 LAB_STATE ?= /var/lib/gpufleet-lab
 LAB_INVENTORY := $(LAB_STATE)/inventory

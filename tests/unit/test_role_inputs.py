@@ -31,6 +31,13 @@ SHA = "a" * 64
         ("ollama", "ollama_release_sha256=abc123", "ollama_release_sha256"),
         ("ollama", f"ollama_release_sha256={SHA} ollama_port=http", "ollama_port"),
         ("ollama", f"ollama_release_sha256={SHA} ollama_version=latest", "ollama_version"),
+        ("node_exporter", "node_exporter_archive_sha256=nope", "node_exporter_archive_sha256"),
+        ("node_exporter", "node_exporter_install_method=snap", "node_exporter_install_method"),
+        (
+            "node_exporter",
+            f"node_exporter_archive_sha256={SHA} node_exporter_tls_cert_file=/c",
+            "node_exporter_tls_key_file",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, bad_vars, named):

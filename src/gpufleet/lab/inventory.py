@@ -19,7 +19,9 @@ def ssh_common_args(paths: LabPaths) -> str:
     return f"-o UserKnownHostsFile={paths.known_hosts} -o StrictHostKeyChecking=yes"
 
 
-def write(paths: LabPaths, topology: LabTopology, release: dict[str, str] | None) -> Path:
+def write(
+    paths: LabPaths, topology: LabTopology, artifacts: dict[str, dict[str, str]] | None
+) -> Path:
     """Write the inventory directory and return it; YAML is written as JSON, its subset."""
     directory = paths.inventory_dir
     (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
@@ -41,16 +43,22 @@ def write(paths: LabPaths, topology: LabTopology, release: dict[str, str] | None
     (directory / "group_vars" / "all" / "lab_connection.yml").write_text(
         json.dumps(connection, indent=2) + "\n"
     )
-    if release is not None:
-        _write_standin_vars(directory, topology, release)
+    if artifacts is not None:
+        _write_standin_vars(directory, topology, artifacts)
     return directory
 
 
-def _write_standin_vars(directory: Path, topology: LabTopology, release: dict[str, str]) -> None:
-    """Where the lab's hosts get Ollama: the stand-in's release, by URL and sha256 as in
-    production, and the lab registry for bare model names (a stand-in-only setting)."""
+def _write_standin_vars(
+    directory: Path, topology: LabTopology, artifacts: dict[str, dict[str, str]]
+) -> None:
+    """Where the lab's hosts get Ollama and node exporter: release archives by URL and sha256
+    as in production, and the lab registry for bare model names (a stand-in-only setting)."""
     base = f"http://{topology.gateway}:{topology.registry_port}"
+    release, exporter = artifacts["ollama"], artifacts["node_exporter"]
     standin = {
+        "node_exporter_version": exporter["version"],
+        "node_exporter_archive_url": f"{base}/files/{exporter['archive']}",
+        "node_exporter_archive_sha256": exporter["sha256"],
         "ollama_version": release["version"],
         "ollama_release_url": f"{base}/files/{release['archive']}",
         "ollama_release_sha256": release["sha256"],

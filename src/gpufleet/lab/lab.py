@@ -288,13 +288,20 @@ def _ensure_standins(
     if not release_file.exists():
         paths.registry_dir.mkdir(parents=True, exist_ok=True)
         release_file.write_text(json.dumps(standins.build_release(paths)))
+    exporter_file = paths.registry_dir / "node_exporter.json"
+    if not exporter_file.exists():
+        exporter_file.write_text(json.dumps(standins.build_node_exporter_archive(paths)))
     if not topology.registry_models:
         models = os.environ.get("GPUFLEET_LAB_MODELS", standins.DEFAULT_MODELS)
         topology = replace(topology, registry_models=models)
     if standins.registry_pid(paths) is None:
         topology = replace(topology, registry_port=standins.start_registry(paths, topology))
     _save(paths, topology)
-    return topology, json.loads(release_file.read_text())
+    artifacts = {
+        "ollama": json.loads(release_file.read_text()),
+        "node_exporter": json.loads(exporter_file.read_text()),
+    }
+    return topology, artifacts
 
 
 # --- reset and down ---------------------------------------------------------------------------

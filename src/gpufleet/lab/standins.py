@@ -8,10 +8,15 @@ from (as registry.ollama.ai would). Production never uses any of this.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 from gpufleet.lab import LabError
@@ -85,3 +90,36 @@ def start_registry(paths: LabPaths, topology: LabTopology) -> int:
 
 def stop_registry(paths: LabPaths) -> None:
     stop_daemon(paths.registry_dir / "registry.pid")
+
+
+DEBIAN_NODE_EXPORTER = Path("/usr/bin/prometheus-node-exporter")
+
+
+def build_node_exporter_archive(paths: LabPaths) -> dict[str, str]:
+    """node exporter's release layout around Debian's binary: the archive can't be downloaded
+    here, the package can, and the node_exporter role installs both the same way."""
+    if not DEBIAN_NODE_EXPORTER.exists():
+        raise LabError(f"{DEBIAN_NODE_EXPORTER} is missing: run `make deps`")
+    shown = subprocess.run(
+        [str(DEBIAN_NODE_EXPORTER), "--version"], capture_output=True, text=True, check=False
+    )
+    banner = shown.stdout + shown.stderr
+    match = re.search(r"version (\d+\.\d+\.\d+)", banner)
+    if match is None:
+        raise LabError(f"cannot read the version of {DEBIAN_NODE_EXPORTER}: {banner[:80]!r}")
+    version = match.group(1)
+    name = f"node_exporter-{version}.linux-amd64"
+    archive = paths.files_dir / f"{name}.tar.gz"
+    paths.files_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        root = Path(staging) / name
+        root.mkdir()
+        shutil.copy2(DEBIAN_NODE_EXPORTER, root / "node_exporter")
+        (root / "NOTICE").write_text(
+            "Debian's prometheus-node-exporter binary, packed for the "
+            "gpufleet lab in node exporter's release layout.\n"
+        )
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(root, arcname=name)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    return {"version": version, "archive": archive.name, "sha256": digest}
