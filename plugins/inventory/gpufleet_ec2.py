@@ -775,6 +775,7 @@ class HostContext(Mapping):
         self.hostvars = hostvars
         self.composed: dict[str, Any] = {}
         self.view = SnakeView(instance, region_of_placement=True)
+        self._converted: dict[str, Any] | None = None
 
     def __getitem__(self, key: str) -> Any:
         for layer in (self.composed, self.hostvars):
@@ -791,11 +792,14 @@ class HostContext(Mapping):
         return len(self.as_variables())
 
     def as_variables(self) -> dict[str, Any]:
-        raw = {k: v for k, v in self.instance.items() if not k.startswith("_")}
-        snake = camel_dict_to_snake_dict(raw, ignore_list=["Tags"])
-        snake.setdefault("placement", {})["region"] = self.view["placement"]["region"]
-        snake["tags"] = self.hostvars["ec2_tags"]
-        return {**snake, **self.hostvars, **self.composed}
+        """Everything as one dict, for Jinja; the instance is converted once per host."""
+        if self._converted is None:
+            raw = {k: v for k, v in self.instance.items() if not k.startswith("_")}
+            self._converted = camel_dict_to_snake_dict(raw, ignore_list=["Tags"])
+            placement = self._converted.setdefault("placement", {})
+            placement["region"] = self.view["placement"]["region"]
+            self._converted["tags"] = self.hostvars["ec2_tags"]
+        return {**self._converted, **self.hostvars, **self.composed}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -66,9 +66,6 @@ class OllamaClient:
         payload = response.read()
         return json.loads(payload) if payload else {}
 
-    def version(self) -> str:
-        return self._json("GET", "/api/version").get("version", "")
-
     def local_models(self) -> dict[str, dict]:
         return {m["name"]: m for m in self._json("GET", "/api/tags").get("models", [])}
 
