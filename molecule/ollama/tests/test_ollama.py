@@ -1,6 +1,15 @@
 """What the ollama role leaves on a lab host, checked from outside with testinfra."""
 
 import json
+import os
+from pathlib import Path
+
+
+def lab_releases():
+    """The Ollama releases the lab serves, newest first."""
+    state = Path(os.environ.get("GPUFLEET_LAB_STATE", "/var/lib/gpufleet-lab"))
+    standins = json.loads((state / "inventory/group_vars/all/lab_standins.yml").read_text())
+    return list(standins["lab_ollama_releases"])
 
 
 def test_binary_is_linked_to_its_version(host):
@@ -54,3 +63,19 @@ def test_api_answers_and_the_model_is_loaded(host):
     assert api(host, "/api/version")["version"]
     running = api(host, "/api/ps")
     assert [m["name"] for m in running["models"]] == ["llama3.1:8b"]
+
+
+def test_after_two_downgrades_and_an_upgrade_one_previous_version_is_kept(host):
+    """The side effect went newest -> older -> oldest -> newest: the newest runs, the
+    oldest stays for a rollback, the one between them is gone with its archive."""
+    newest, *_between, oldest = lab_releases()
+    assert api(host, "/api/version")["version"] == newest
+    assert host.file("/usr/bin/ollama").linked_to == f"/opt/ollama/{newest}/bin/ollama"
+    assert sorted(host.run("ls /opt/ollama").stdout.split()) == sorted(
+        [
+            newest,
+            oldest,
+            f"ollama-{newest}-linux-amd64.tar.zst",
+            f"ollama-{oldest}-linux-amd64.tgz",
+        ]
+    )

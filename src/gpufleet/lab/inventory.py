@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from gpufleet.lab.ec2 import CREDENTIALS, endpoint
+from gpufleet.lab.standins import Artifacts
 from gpufleet.lab.topology import SSH_USER, LabPaths, LabTopology
 
 SOURCE_NAME = "lab.gpufleet_ec2.yml"
@@ -19,9 +20,7 @@ def ssh_common_args(paths: LabPaths) -> str:
     return f"-o UserKnownHostsFile={paths.known_hosts} -o StrictHostKeyChecking=yes"
 
 
-def write(
-    paths: LabPaths, topology: LabTopology, artifacts: dict[str, dict[str, str]] | None
-) -> Path:
+def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts | None) -> Path:
     """Write the inventory directory and return it; YAML is written as JSON, its subset."""
     directory = paths.inventory_dir
     (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
@@ -48,20 +47,26 @@ def write(
     return directory
 
 
-def _write_standin_vars(
-    directory: Path, topology: LabTopology, artifacts: dict[str, dict[str, str]]
-) -> None:
+def _write_standin_vars(directory: Path, topology: LabTopology, artifacts: Artifacts) -> None:
     """Where the lab's hosts get Ollama and node exporter: release archives by URL and sha256
     as in production, and the lab registry for bare model names (a stand-in-only setting)."""
     base = f"http://{topology.gateway}:{topology.registry_port}"
-    release, exporter = artifacts["ollama"], artifacts["node_exporter"]
+    newest, exporter = artifacts["ollama"][0], artifacts["node_exporter"]
     standin = {
         "node_exporter_version": exporter["version"],
         "node_exporter_archive_url": f"{base}/files/{exporter['archive']}",
         "node_exporter_archive_sha256": exporter["sha256"],
-        "ollama_version": release["version"],
-        "ollama_release_url": f"{base}/files/{release['archive']}",
-        "ollama_release_sha256": release["sha256"],
+        "ollama_version": newest["version"],
+        "ollama_release_url": f"{base}/files/{newest['path']}",
+        "ollama_release_sha256": newest["sha256"],
+        # Every release served, for tests that upgrade and downgrade.
+        "lab_ollama_releases": {
+            release["version"]: {
+                "url": f"{base}/files/{release['path']}",
+                "sha256": release["sha256"],
+            }
+            for release in artifacts["ollama"]
+        },
         "ollama_extra_environment": {"OLLAMA_STANDIN_REGISTRY": base},
         "lab_model_registry": base,
     }

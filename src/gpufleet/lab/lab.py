@@ -272,22 +272,22 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port)
     ec2.seed(topology)
-    topology, release = _ensure_standins(paths, topology)
-    inventory.write(paths, topology, release)
+    topology, artifacts = _ensure_standins(paths, topology)
+    inventory.write(paths, topology, artifacts)
     wait_for_ssh(paths, topology, [h.name for h in topology.hosts])
     return topology
 
 
 def _ensure_standins(
     paths: LabPaths, topology: LabTopology
-) -> tuple[LabTopology, dict[str, str] | None]:
-    """Serve the Ollama stand-in's release and the lab's models, when the checkout has them."""
+) -> tuple[LabTopology, standins.Artifacts | None]:
+    """Serve the Ollama stand-in's releases and the lab's models, when the checkout has them."""
     if not standins.available():
         return topology, None
     release_file = paths.registry_dir / "release.json"
     if not release_file.exists():
         paths.registry_dir.mkdir(parents=True, exist_ok=True)
-        release_file.write_text(json.dumps(standins.build_release(paths)))
+        release_file.write_text(json.dumps(standins.build_releases(paths)))
     exporter_file = paths.registry_dir / "node_exporter.json"
     if not exporter_file.exists():
         exporter_file.write_text(json.dumps(standins.build_node_exporter_archive(paths)))
@@ -297,7 +297,7 @@ def _ensure_standins(
     if standins.registry_pid(paths) is None:
         topology = replace(topology, registry_port=standins.start_registry(paths, topology))
     _save(paths, topology)
-    artifacts = {
+    artifacts: standins.Artifacts = {
         "ollama": json.loads(release_file.read_text()),
         "node_exporter": json.loads(exporter_file.read_text()),
     }

@@ -18,6 +18,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from gpufleet.lab import LabError
 from gpufleet.lab.system import (
@@ -29,6 +30,14 @@ from gpufleet.lab.system import (
     wait_until,
 )
 from gpufleet.lab.topology import LabPaths, LabTopology
+
+
+class Artifacts(TypedDict):
+    """What the lab serves under /files/: Ollama releases (newest first) and node exporter."""
+
+    ollama: list[dict[str, str]]
+    node_exporter: dict[str, str]
+
 
 STANDIN_ROOT = Path(__file__).resolve().parents[3] / "tests"
 DEFAULT_MODELS = "llama3.1:8b=1MB,qwen2.5:7b=1MB,nomic-embed-text=1MB"
@@ -46,18 +55,31 @@ def registry_pid(paths: LabPaths) -> int | None:
     return read_pid(paths.registry_dir / "registry.pid")
 
 
-def build_release(paths: LabPaths) -> dict[str, str]:
-    """Build the stand-in's release archive into the files the registry serves."""
+# Served side by side, as on Ollama's download site: the newest is installed by default,
+# the older two (`.tgz` releases, from before 0.14) let tests upgrade and downgrade.
+OLLAMA_RELEASES = ("0.14.2", "0.13.5", "0.12.11")
+
+
+def build_release(paths: LabPaths, version: str) -> dict[str, str]:
+    """Build one stand-in release under files/ollama/v<version>/, Ollama's download path."""
+    out_dir = paths.files_dir / "ollama" / f"v{version}"
     out = subprocess.run(
-        [sys.executable, "-m", "ollama_standin.release", str(paths.files_dir)],
+        [sys.executable, "-m", "ollama_standin.release", str(out_dir), version],
         env=_environment(),
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode != 0:
-        raise LabError(f"building the Ollama stand-in release failed: {out.stderr.strip()}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise LabError(
+            f"building the Ollama stand-in release {version} failed: {out.stderr.strip()}"
+        )
+    release = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**release, "path": f"ollama/v{version}/{release['archive']}"}
+
+
+def build_releases(paths: LabPaths) -> list[dict[str, str]]:
+    return [build_release(paths, version) for version in OLLAMA_RELEASES]
 
 
 def start_registry(paths: LabPaths, topology: LabTopology) -> int:
