@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gpufleet.lab import LabError
-from gpufleet.lab.system import run
+from gpufleet.lab.system import overlay_lower_dirs, run
 from gpufleet.lab.topology import SSH_USER
 
 SUITE = "bookworm"
@@ -105,6 +105,8 @@ def _customise(root: Path) -> None:
 
 
 def _remove_stale_rootfs(cache: Path, keep: Path) -> None:
+    """Older recipes' root filesystems go, unless a running host still stands on one."""
+    in_use = overlay_lower_dirs()
     for old in cache.glob(f"rootfs-{SUITE}-*"):
-        if old != keep and old.is_dir():
+        if old != keep and old.is_dir() and old not in in_use:
             shutil.rmtree(old, ignore_errors=True)

@@ -83,6 +83,20 @@ def mounts_below(path: Path) -> list[Path]:
     return [Path(p) for p in points if p.startswith(prefix)]
 
 
+def overlay_lower_dirs() -> set[Path]:
+    """Lower directories of the overlay mounts in use now."""
+    lowers: set[Path] = set()
+    with Path("/proc/self/mountinfo").open() as mountinfo:
+        for line in mountinfo:
+            fstype, _source, options = line.split(" - ", 1)[1].split()[:3]
+            if fstype != "overlay":
+                continue
+            for option in options.split(","):
+                if option.startswith("lowerdir="):
+                    lowers.update(Path(d) for d in option.removeprefix("lowerdir=").split(":"))
+    return lowers
+
+
 def port_in_use(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
