@@ -10,9 +10,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages: the lab (nspawn, debootstrap, ip, nft, ssh), HAProxy to validate
-# configs on the controller, Packer, and zstd for Ollama-style release archives.
+# configs on the controller, Packer, zstd for Ollama-style release archives, and gpg to
+# sign the lab's stand-in of NVIDIA's apt repository.
 APT_PACKAGES := python3 python3-venv python3-dev gcc systemd-container debootstrap iproute2 \
-	nftables openssh-client haproxy packer zstd util-linux prometheus-node-exporter
+	nftables openssh-client haproxy packer zstd util-linux prometheus-node-exporter \
+	gpg gpg-agent
 
 LAB_STATE ?= /var/lib/gpufleet-lab
 LAB_INVENTORY := $(LAB_STATE)/inventory

@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 from ollama_standin.names import ModelName
 from ollama_standin.store import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE
@@ -166,7 +169,7 @@ class Registry:
             name = ModelName.parse(text)
             model = GeneratedModel(name, size, corrupt=text in corrupt)
             self.models[(name.namespace, name.model, name.tag)] = model
-        self.files = files
+        self.files = files.absolute() if files is not None else None
         self._server: ThreadingHTTPServer | None = None
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -211,7 +214,7 @@ def _handler_for(registry: Registry) -> type[BaseHTTPRequestHandler]:
             elif match := blob_path.match(path):
                 self._blob(*match.groups())
             elif path.startswith("/files/") and registry.files is not None:
-                self._file(path.removeprefix("/files/"))
+                self._file(unquote(path.removeprefix("/files/")))
             else:
                 self._error(404, "NAME_UNKNOWN", "repository name not known to registry")
 
@@ -233,11 +236,18 @@ def _handler_for(registry: Registry) -> type[BaseHTTPRequestHandler]:
             self._error(404, "BLOB_UNKNOWN", "blob unknown to registry")
 
         def _file(self, name: str) -> None:
-            target = (registry.files / name).resolve()
-            if registry.files.resolve() not in target.parents or not target.is_file():
+            # Normalised, not resolved: links the lab puts under files/ are followed,
+            # while `..` in a request still cannot leave the directory.
+            target = Path(os.path.normpath(registry.files / name))
+            if registry.files not in target.parents or not target.is_file():
                 self._error(404, "NOT_FOUND", "no such file")
                 return
-            self._send(target.read_bytes(), "application/octet-stream")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(target.stat().st_size))
+            self.end_headers()
+            with target.open("rb") as body:
+                shutil.copyfileobj(body, self.wfile)
 
         def _send(self, body: bytes, content_type: str, extra: dict | None = None) -> None:
             self.send_response(200)

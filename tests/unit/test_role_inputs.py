@@ -31,6 +31,8 @@ SHA = "a" * 64
         ("ollama", "ollama_release_sha256=abc123", "ollama_release_sha256"),
         ("ollama", f"ollama_release_sha256={SHA} ollama_port=http", "ollama_port"),
         ("ollama", f"ollama_release_sha256={SHA} ollama_version=latest", "ollama_version"),
+        ("nvidia_driver", "nvidia_driver_source=runfile", "nvidia_driver_source"),
+        ("nvidia_driver", "nvidia_driver_module_flavor=closed", "nvidia_driver_module_flavor"),
         ("node_exporter", "node_exporter_archive_sha256=nope", "node_exporter_archive_sha256"),
         ("node_exporter", "node_exporter_install_method=snap", "node_exporter_install_method"),
         (

@@ -1,4 +1,9 @@
-"""What nvidia_driver leaves on a lab host (no GPU): DKMS modules for every installed kernel."""
+"""What nvidia_driver leaves on lab hosts (no GPU): DKMS modules for every installed kernel,
+from Debian's non-free on gpu-3 and from the CUDA repository's stand-in on gpu-1."""
+
+import pytest
+
+CUDA_SOURCES = "/etc/apt/sources.list.d/gpufleet-nvidia-cuda.sources"
 
 
 def kernels(host):
@@ -7,6 +12,10 @@ def kernels(host):
         for k in host.run("ls /boot").stdout.split()
         if k.startswith("vmlinuz-")
     ]
+
+
+def from_cuda_repository(host):
+    return host.file(CUDA_SOURCES).exists
 
 
 def test_a_kernel_is_installed(host):
@@ -30,9 +39,52 @@ def test_nouveau_blacklisted_and_packages_held(host):
     assert host.file("/etc/modprobe.d/gpufleet-blacklist-nouveau.conf").contains(
         "^blacklist nouveau$"
     )
-    held = host.run("apt-mark showhold").stdout.split()
-    assert {"nvidia-kernel-dkms", "nvidia-driver", "firmware-nvidia-gsp"} <= set(held)
+    held = set(host.run("apt-mark showhold").stdout.split())
+    if from_cuda_repository(host):
+        assert {"nvidia-driver-cuda", "nvidia-kernel-dkms", "nvidia-persistenced"} <= held
+    else:
+        assert {"nvidia-kernel-dkms", "nvidia-driver", "firmware-nvidia-gsp"} <= held
 
 
 def test_persistenced_enabled(host):
     assert host.service("nvidia-persistenced").is_enabled
+
+
+def sources_of_installed(policy):
+    """The sources listed under the installed (***) version in `apt-cache policy`."""
+    lines = policy.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("*** "))
+    sources = []
+    for line in lines[start + 1 :]:
+        if not line.startswith(" " * 8):
+            break
+        sources.append(line.split(maxsplit=1)[1])
+    return sources
+
+
+def test_driver_packages_came_from_the_cuda_repository(host):
+    if not from_cuda_repository(host):
+        pytest.skip("this host uses Debian's non-free")
+    sources_file = host.file(CUDA_SOURCES).content_string
+    assert "Signed-By: /etc/apt/keyrings/gpufleet-nvidia-cuda.asc" in sources_file
+    repo = sources_file.split("URIs: ")[1].split()[0].rstrip("/")
+    for package in ("nvidia-driver-cuda", "nvidia-kernel-dkms", "libcuda1", "firmware-nvidia-gsp"):
+        policy = host.run(f"apt-cache policy {package}").stdout
+        sources = sources_of_installed(policy)
+        assert any(source.startswith(f"{repo} ") for source in sources), policy
+        assert not any("debian.org" in source for source in sources), policy
+
+
+def test_debian_non_free_was_not_used(host):
+    if not from_cuda_repository(host):
+        pytest.skip("this host uses Debian's non-free")
+    assert not host.file("/etc/apt/sources.list.d/gpufleet-nonfree.sources").exists
+    assert "non-free" not in host.file("/etc/apt/sources.list").content_string
+
+
+def test_driver_packages_are_pinned_to_the_branch(host):
+    if not from_cuda_repository(host):
+        pytest.skip("this host uses Debian's non-free")
+    policy = host.run("apt-cache policy nvidia-kernel-dkms").stdout
+    assert "535." in policy.split("Candidate: ")[1].split()[0]
+    assert " 1000\n" in policy.split("Version table:")[1], policy

@@ -52,7 +52,12 @@ def _write_standin_vars(directory: Path, topology: LabTopology, artifacts: Artif
     as in production, and the lab registry for bare model names (a stand-in-only setting)."""
     base = f"http://{topology.gateway}:{topology.registry_port}"
     newest, exporter = artifacts["ollama"][0], artifacts["node_exporter"]
+    cuda_repo = f"{base}/files/{artifacts['cuda_repo']['path']}/"
     standin = {
+        # Used when a play sets nvidia_driver_source: cuda.
+        "nvidia_driver_cuda_repo_url": cuda_repo,
+        "nvidia_driver_cuda_repo_key_url": cuda_repo + artifacts["cuda_repo"]["key"],
+        "nvidia_driver_cuda_repo_key_fingerprint": artifacts["cuda_repo"]["fingerprint"],
         "node_exporter_version": exporter["version"],
         "node_exporter_archive_url": f"{base}/files/{exporter['archive']}",
         "node_exporter_archive_sha256": exporter["sha256"],

@@ -291,6 +291,9 @@ def _ensure_standins(
     exporter_file = paths.registry_dir / "node_exporter.json"
     if not exporter_file.exists():
         exporter_file.write_text(json.dumps(standins.build_node_exporter_archive(paths)))
+    cuda_repo_file = paths.registry_dir / "cuda_repo.json"
+    if not cuda_repo_file.exists():
+        cuda_repo_file.write_text(json.dumps(standins.build_cuda_repo(paths)))
     if not topology.registry_models:
         models = os.environ.get("GPUFLEET_LAB_MODELS", standins.DEFAULT_MODELS)
         topology = replace(topology, registry_models=models)
@@ -300,6 +303,7 @@ def _ensure_standins(
     artifacts: standins.Artifacts = {
         "ollama": json.loads(release_file.read_text()),
         "node_exporter": json.loads(exporter_file.read_text()),
+        "cuda_repo": json.loads(cuda_repo_file.read_text()),
     }
     return topology, artifacts
 
@@ -350,5 +354,11 @@ def down(paths: LabPaths) -> list[str]:
     cgroups.remove_lab_cgroups()
     remaining = leftovers(paths)
     if not remaining and paths.state.exists():
-        shutil.rmtree(paths.state)
+        shutil.rmtree(paths.state, onerror=_unless_already_gone)
     return remaining
+
+
+def _unless_already_gone(_func: object, _path: str, exc_info: tuple) -> None:
+    """A host's last processes may still be deleting files while the state goes."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]

@@ -1,9 +1,11 @@
-"""Lab services that stand in for what the lab cannot download: Ollama's release and registry.
+"""Lab services that stand in for what the lab cannot download: Ollama's releases and
+registry, node exporter's release archive and NVIDIA's CUDA apt repository.
 
-Both come from the Ollama stand-in under the checkout's tests/ directory. One
-HTTP server on the lab bridge serves the release-shaped archive (as Ollama's
-download site would) and generated models on the registry paths Ollama pulls
-from (as registry.ollama.ai would). Production never uses any of this.
+They come from the stand-ins under the checkout's tests/ directory. One HTTP
+server on the lab bridge serves the release-shaped archives (as Ollama's and
+node exporter's download sites would), generated models on the registry paths
+Ollama pulls from (as registry.ollama.ai would) and the CUDA repository's shape
+(as developer.download.nvidia.com would). Production never uses any of this.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from gpufleet.lab import LabError
+from gpufleet.lab.rootfs import MIRROR
 from gpufleet.lab.system import (
     free_port,
     read_pid,
@@ -37,6 +40,7 @@ class Artifacts(TypedDict):
 
     ollama: list[dict[str, str]]
     node_exporter: dict[str, str]
+    cuda_repo: dict[str, str]
 
 
 STANDIN_ROOT = Path(__file__).resolve().parents[3] / "tests"
@@ -62,20 +66,24 @@ OLLAMA_RELEASES = ("0.14.2", "0.13.5", "0.12.11")
 
 def build_release(paths: LabPaths, version: str) -> dict[str, str]:
     """Build one stand-in release under files/ollama/v<version>/, Ollama's download path."""
-    out_dir = paths.files_dir / "ollama" / f"v{version}"
+    release = _build(
+        "ollama_standin.release", str(paths.files_dir / "ollama" / f"v{version}"), version
+    )
+    return {**release, "path": f"ollama/v{version}/{release['archive']}"}
+
+
+def _build(module: str, *args: str) -> dict[str, str]:
+    """Run a stand-in builder under tests/; it prints one JSON line last."""
     out = subprocess.run(
-        [sys.executable, "-m", "ollama_standin.release", str(out_dir), version],
+        [sys.executable, "-m", module, *args],
         env=_environment(),
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode != 0:
-        raise LabError(
-            f"building the Ollama stand-in release {version} failed: {out.stderr.strip()}"
-        )
-    release = json.loads(out.stdout.strip().splitlines()[-1])
-    return {**release, "path": f"ollama/v{version}/{release['archive']}"}
+        raise LabError(f"{module} failed: {(out.stderr or out.stdout).strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def build_releases(paths: LabPaths) -> list[dict[str, str]]:
@@ -145,3 +153,15 @@ def build_node_exporter_archive(paths: LabPaths) -> dict[str, str]:
             tar.add(root, arcname=name)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     return {"version": version, "archive": archive.name, "sha256": digest}
+
+
+def build_cuda_repo(paths: LabPaths) -> dict[str, str]:
+    """The CUDA repository stand-in, built once per machine into the cache (its Debian
+    packages are about 100 MB) and linked under files/ at NVIDIA's path."""
+    repo = _build("cuda_repo_standin.build", str(paths.cache / "cuda-repo"), MIRROR)
+    top = repo["path"].split("/", 1)[0]
+    link = paths.files_dir / top
+    paths.files_dir.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(paths.cache / "cuda-repo" / top)
+    return repo
