@@ -1,4 +1,7 @@
-"""Build the CUDA repository stand-in: `python -m cuda_repo_standin.build OUT_DIR MIRROR`.
+"""Build the CUDA repository stand-in: `python -m cuda_repo_standin.build OUT_DIR SOURCES`.
+
+SOURCES is the text of the apt sources the lab's hosts use (Debian with contrib and
+non-free), so the packages are resolved against exactly what the hosts see.
 
 Prints one JSON line: the repository's path under OUT_DIR, its key file and
 fingerprint, and the driver version it carries. A finished OUT_DIR is reused, so
@@ -32,9 +35,7 @@ DRIVER_PACKAGES = (
 )
 # Only these come from the stand-in; Debian's main component serves the rest to the host.
 NON_MAIN_POOL = re.compile(r"/pool/(?:updates/)?(?:contrib|non-free|non-free-firmware)/")
-DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 KEY_UID = "gpufleet lab CUDA repository stand-in <cuda-standin@gpufleet.invalid>"
-SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 
 
 def run(argv: list[str], **kwargs: object) -> str:
@@ -44,19 +45,12 @@ def run(argv: list[str], **kwargs: object) -> str:
     return out.stdout
 
 
-def apt_options(work: Path, mirror: str) -> list[str]:
-    """A private apt: its own sources (Debian with non-free), lists, cache and an empty
-    dpkg status, so it resolves the whole dependency closure and touches nothing else."""
-    security = mirror.rsplit("/", 1)[0] + "/debian-security"
-    components = "main contrib non-free non-free-firmware"
-    lines = [
-        f"deb [signed-by={DEBIAN_KEYRING}] {security if suite.endswith('-security') else mirror}"
-        f" {suite} {components}"
-        for suite in SUITES
-    ]
+def apt_options(work: Path, sources: str) -> list[str]:
+    """A private apt: its own sources, lists, cache and an empty dpkg status, so it
+    resolves the whole dependency closure and touches nothing else."""
     for directory in ("lists/partial", "cache/archives/partial", "sources.d", "preferences.d"):
         (work / directory).mkdir(parents=True, exist_ok=True)
-    (work / "sources.list").write_text("\n".join(lines) + "\n")
+    (work / "sources.list").write_text(sources)
     (work / "status").touch()
     return [
         f"-oDir::Etc::SourceList={work / 'sources.list'}",
@@ -71,9 +65,9 @@ def apt_options(work: Path, mirror: str) -> list[str]:
     ]
 
 
-def fetch_driver_packages(work: Path, mirror: str, pool: Path) -> str:
+def fetch_driver_packages(work: Path, sources: str, pool: Path) -> str:
     """Download the non-main part of the drivers' closure into pool; return the driver version."""
-    options = apt_options(work, mirror)
+    options = apt_options(work, sources)
     run(["apt-get", *options, "update"])
     install = ["install", "--print-uris", "-qq", "--no-install-recommends", *DRIVER_PACKAGES]
     uris = run(["apt-get", *options, *install])
@@ -134,10 +128,14 @@ def release_file(repo: Path, names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gnupg_environment(home: Path) -> dict[str, str]:
+    return {**os.environ, "GNUPGHOME": str(home)}
+
+
 def gpg(home: Path, *args: str) -> str:
     return run(
         ["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "", *args],
-        env={**os.environ, "GNUPGHOME": str(home)},
+        env=gnupg_environment(home),
     )
 
 
@@ -171,13 +169,11 @@ def sign_repository(home: Path, repo: Path, fingerprint: str) -> str:
     )
     key_name = f"{fingerprint[-8:].lower()}.pub"
     (repo / key_name).write_text(gpg(home, "--armor", "--export", fingerprint))
-    subprocess.run(
-        ["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)}, check=False
-    )
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=gnupg_environment(home), check=False)
     return key_name
 
 
-def build(out_dir: Path, mirror: str) -> dict[str, str]:
+def build(out_dir: Path, sources: str) -> dict[str, str]:
     summary_file = out_dir / "repo.json"
     if summary_file.exists():
         return json.loads(summary_file.read_text())
@@ -185,7 +181,7 @@ def build(out_dir: Path, mirror: str) -> dict[str, str]:
     shutil.rmtree(staging, ignore_errors=True)
     repo = staging / REPO_PATH
     (repo / "pool").mkdir(parents=True)
-    driver_version = fetch_driver_packages(staging / "apt", mirror, repo / "pool")
+    driver_version = fetch_driver_packages(staging / "apt", sources, repo / "pool")
     build_metapackage(repo / "pool", driver_version)
     index = packages_index(repo)
     (repo / "Packages").write_text(index)
@@ -208,8 +204,8 @@ def build(out_dir: Path, mirror: str) -> dict[str, str]:
 
 
 def main() -> None:
-    out_dir, mirror = Path(sys.argv[1]), sys.argv[2]
-    print(json.dumps(build(out_dir, mirror)))
+    out_dir, sources = Path(sys.argv[1]), sys.argv[2]
+    print(json.dumps(build(out_dir, sources)))
 
 
 if __name__ == "__main__":

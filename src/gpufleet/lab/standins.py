@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from gpufleet.lab import LabError
-from gpufleet.lab.rootfs import MIRROR
+from gpufleet.lab.rootfs import SOURCES_LIST
 from gpufleet.lab.system import (
     free_port,
     read_pid,
@@ -36,7 +36,8 @@ from gpufleet.lab.topology import LabPaths, LabTopology
 
 
 class Artifacts(TypedDict):
-    """What the lab serves under /files/: Ollama releases (newest first) and node exporter."""
+    """What the lab serves under /files/: Ollama releases (newest first), node exporter's
+    archive and the CUDA repository stand-in."""
 
     ollama: list[dict[str, str]]
     node_exporter: dict[str, str]
@@ -158,7 +159,7 @@ def build_node_exporter_archive(paths: LabPaths) -> dict[str, str]:
 def build_cuda_repo(paths: LabPaths) -> dict[str, str]:
     """The CUDA repository stand-in, built once per machine into the cache (its Debian
     packages are about 100 MB) and linked under files/ at NVIDIA's path."""
-    repo = _build("cuda_repo_standin.build", str(paths.cache / "cuda-repo"), MIRROR)
+    repo = _build("cuda_repo_standin.build", str(paths.cache / "cuda-repo"), SOURCES_LIST)
     top = repo["path"].split("/", 1)[0]
     link = paths.files_dir / top
     paths.files_dir.mkdir(parents=True, exist_ok=True)
