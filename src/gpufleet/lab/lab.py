@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from gpufleet.lab import LabError, cgroups, ec2, hosts, inventory, network, rootfs, standins
 from gpufleet.lab.system import (
@@ -284,28 +286,30 @@ def _ensure_standins(
     """Serve the Ollama stand-in's releases and the lab's models, when the checkout has them."""
     if not standins.available():
         return topology, None
-    release_file = paths.registry_dir / "release.json"
-    if not release_file.exists():
-        paths.registry_dir.mkdir(parents=True, exist_ok=True)
-        release_file.write_text(json.dumps(standins.build_releases(paths)))
-    exporter_file = paths.registry_dir / "node_exporter.json"
-    if not exporter_file.exists():
-        exporter_file.write_text(json.dumps(standins.build_node_exporter_archive(paths)))
-    cuda_repo_file = paths.registry_dir / "cuda_repo.json"
-    if not cuda_repo_file.exists():
-        cuda_repo_file.write_text(json.dumps(standins.build_cuda_repo(paths)))
+    artifacts: standins.Artifacts = {
+        "ollama": _built_once(paths, "release.json", standins.build_releases),
+        "node_exporter": _built_once(
+            paths, "node_exporter.json", standins.build_node_exporter_archive
+        ),
+        "cuda_repo": _built_once(paths, "cuda_repo.json", standins.build_cuda_repo),
+    }
     if not topology.registry_models:
         models = os.environ.get("GPUFLEET_LAB_MODELS", standins.DEFAULT_MODELS)
         topology = replace(topology, registry_models=models)
     if standins.registry_pid(paths) is None:
         topology = replace(topology, registry_port=standins.start_registry(paths, topology))
     _save(paths, topology)
-    artifacts: standins.Artifacts = {
-        "ollama": json.loads(release_file.read_text()),
-        "node_exporter": json.loads(exporter_file.read_text()),
-        "cuda_repo": json.loads(cuda_repo_file.read_text()),
-    }
     return topology, artifacts
+
+
+def _built_once(paths: LabPaths, name: str, build: Callable[[LabPaths], Any]) -> Any:
+    """What a stand-in builder returned, recorded in the registry's directory so a lab that
+    is brought up again serves the same files without building them twice."""
+    record = paths.registry_dir / name
+    if not record.exists():
+        paths.registry_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(build(paths)))
+    return json.loads(record.read_text())
 
 
 # --- reset and down ---------------------------------------------------------------------------
