@@ -223,10 +223,7 @@ def _handler_for(registry: Registry) -> type[BaseHTTPRequestHandler]:
                 if (model.name.namespace, model.name.model) != (namespace, model_name):
                     continue
                 if digest == model.weights_digest:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(model.weights_size))
-                    self.end_headers()
+                    self._start_body(model.weights_size, "application/octet-stream")
                     for chunk in model.weights():
                         self.wfile.write(chunk)
                     return
@@ -242,21 +239,22 @@ def _handler_for(registry: Registry) -> type[BaseHTTPRequestHandler]:
             if registry.files not in target.parents or not target.is_file():
                 self._error(404, "NOT_FOUND", "no such file")
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(target.stat().st_size))
-            self.end_headers()
+            self._start_body(target.stat().st_size, "application/octet-stream")
             with target.open("rb") as body:
                 shutil.copyfileobj(body, self.wfile)
 
         def _send(self, body: bytes, content_type: str, extra: dict | None = None) -> None:
+            self._start_body(len(body), content_type, extra)
+            self.wfile.write(body)
+
+        def _start_body(self, length: int, content_type: str, extra: dict | None = None) -> None:
+            """A 200 with its headers; the caller writes the body, whole or streamed."""
             self.send_response(200)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(length))
             for key, value in (extra or {}).items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(body)
 
         def _error(self, status: int, code: str, message: str) -> None:
             body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
