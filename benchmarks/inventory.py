@@ -121,15 +121,15 @@ ANSIBLE_ENV = {
 }
 
 
-def list_inventory(source: Path) -> str:
+def run_with_ansible(argv: list[str]) -> str:
+    """Run argv in the checkout with the benchmark's Ansible settings; return its stdout."""
     return subprocess.run(
-        [str(BIN / "ansible-inventory"), "-i", str(source), "--list"],
-        env=ANSIBLE_ENV,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
+        argv, env=ANSIBLE_ENV, cwd=REPO, check=True, capture_output=True, text=True
     ).stdout
+
+
+def list_inventory(source: Path) -> str:
+    return run_with_ansible([str(BIN / "ansible-inventory"), "-i", str(source), "--list"])
 
 
 def ansible_inventory(source: Path) -> float:
@@ -152,14 +152,7 @@ print(time.monotonic() - started)
 
 def inventory_load(source: Path) -> float:
     """Seconds to load the inventory in-process, as ansible-playbook does before any play."""
-    out = subprocess.run(
-        [sys.executable, "-c", LOAD_TIMER, str(source)],
-        env=ANSIBLE_ENV,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = run_with_ansible([sys.executable, "-c", LOAD_TIMER, str(source)])
     return float(out.strip().splitlines()[-1])
 
 
