@@ -31,19 +31,14 @@ from pathlib import Path
 import boto3
 import yaml
 
+from gpufleet.lab.ec2 import CREDENTIALS
+from gpufleet.lab.system import free_port
+from gpufleet.tags import fleet_tags
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 REGIONS_3 = ["us-east-1", "us-west-2", "eu-west-1"]
 TYPES = ["g4dn.xlarge", "g5.xlarge", "g6.12xlarge", "t3.medium"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
@@ -70,12 +65,7 @@ def seed(url: str, region: str, count: int) -> None:
     image = sorted(i["ImageId"] for i in client.describe_images(Owners=["amazon"])["Images"])[0]
     for batch in range(count // 100):
         role = "lb" if batch % 10 == 9 else "gpu"
-        tags = {
-            "gpufleet:role": role,
-            "gpufleet:pool": f"pool{batch % 3}",
-            "gpufleet:model": "llama3.1:8b",
-            "gpufleet:env": "bench",
-        }
+        tags = fleet_tags(f"bench-{batch}", role, f"pool{batch % 3}", "bench", "llama3.1:8b")
         client.run_instances(
             ImageId=image,
             InstanceType=TYPES[batch % len(TYPES)],

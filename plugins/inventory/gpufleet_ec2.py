@@ -28,6 +28,15 @@ description:
     the processed inventory is cached, so a warm run makes no AWS call.
   - Group names are always made safe (invalid characters become C(_)), whatever
     the tag values hold.
+  - Two instances that get the same hostname are warned about by instance id (an error
+    with O(strict)); the inventory keeps the first. A hostname longer than 200 bytes
+    (a tag value, say) is shortened to 200 bytes ending in a digest of the whole name,
+    with a warning, so Ansible's fact cache can name a file after it.
+  - Any failure (credentials rejected, an endpoint that cannot be reached or that answers
+    something other than EC2, an unknown option) is one line naming the option, region or
+    credential, and fails the inventory; with gpufleet's C(ansible.cfg) that fails the run.
+  - An inventory cache that cannot be read, holds something else, or cannot be written is
+    warned about and EC2 is queried instead; the cache never fails a run.
 author: gpufleet
 version_added: "0.1.0"
 requirements:
@@ -76,6 +85,7 @@ options:
         C(tag:NAME) (the tag's value), C(tag:NAME=VALUE) (C(NAME_VALUE) when the tag
         has that value), or a mapping with C(name), and optionally C(prefix) and
         C(separator) (default C(_)).
+      - Any other entry is refused, naming it.
     type: list
     elements: raw
     default: [dns-name, private-dns-name]
@@ -93,6 +103,8 @@ options:
     description:
       - When true, an access denied in a region fails the inventory.
       - When false, that region is skipped with a warning.
+      - Credentials that EC2 rejects (C(AuthFailure), an unknown or expired key) always
+        fail the inventory, naming the region.
     type: bool
     default: true
   profile:
@@ -175,23 +187,30 @@ cache_timeout: 3600
 """
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible.errors import AnsibleParserError
+from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.module_utils.common.dict_transformations import (
     _camel_to_snake,
     camel_dict_to_snake_dict,
 )
-from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.plugins.inventory import (
+    BaseInventoryPlugin,
+    Cacheable,
+    Constructable,
+    get_cache_plugin,
+)
 
 try:
     import boto3
     import botocore.config
     import botocore.exceptions
+    from botocore.parsers import ResponseParserError
 except ImportError:  # reported when the plugin is used, so ansible-doc still works
     boto3 = None
 
@@ -201,8 +220,20 @@ MODEL_TAG = "gpufleet:model"
 ASG_TAG = "aws:autoscaling:groupName"
 DEFAULT_STATES = ["running", "pending"]
 REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-ACCESS_DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure"}
+ACCESS_DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
+# Bad credentials are never a region to skip: every region would say the same.
+CREDENTIALS_REJECTED = {
+    "AuthFailure",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "RequestExpired",
+}
 THROTTLED = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+PLURALS = {"dict": "mappings", "str": "strings", "int": "integers", "bool": "booleans"}
+# Ansible's fact cache names a file after each host (after a prefix); file names stop at 255.
+MAX_HOSTNAME_BYTES = 200
 
 # EC2 GPU families: (GPU, memory per GPU in GiB, GPUs by size, GPUs otherwise).
 GPU_FAMILIES: dict[str, tuple[str, int, dict[str, int], int]] = {
@@ -290,6 +321,77 @@ def _tag_hostname(preference: str, tags: Mapping[str, str]) -> str | None:
     return None
 
 
+def _has_type(value: Any, expected: str) -> bool:
+    """Whether an option's value (None: unset) is of its documented type."""
+    from ansible.module_utils.parsing.convert_bool import BOOLEANS
+
+    if value is None:
+        return True
+    if expected == "bool":
+        return value in BOOLEANS
+    if expected == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    checks = {"list": list, "dict": Mapping, "str": str}
+    return expected not in checks or isinstance(value, checks[expected])
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _is_hostname_source(source: Any) -> bool:
+    if not isinstance(source, str):
+        return False
+    if source.startswith("tag:"):
+        return bool(source.removeprefix("tag:").strip(","))
+    return source in HOSTNAME_SOURCES
+
+
+def _listed(region: str, answer: Any, key: str) -> list[dict[str, Any]]:
+    """The list an EC2 answer carries under key; an answer without it is not EC2's."""
+    items = answer.get(key) if isinstance(answer, Mapping) else None
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        raise FleetError(
+            f"region {region}: the endpoint's answer is not EC2's (it has no {key}); "
+            "check endpoint_url"
+        )
+    return items
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_processed_inventory(data: Any) -> bool:
+    """The shape _build returns: hosts to variables, groups and parents to name lists."""
+    if not isinstance(data, dict) or set(data) != {"hosts", "groups", "children"}:
+        return False
+    if not isinstance(data["hosts"], dict) or not all(
+        isinstance(v, dict) for v in data["hosts"].values()
+    ):
+        return False
+    return all(
+        isinstance(data[part], dict)
+        and all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in data[part].values()
+        )
+        for part in ("groups", "children")
+    )
+
+
+def shortened_hostname(name: str) -> str:
+    """A name of at most MAX_HOSTNAME_BYTES bytes: the start of the name, then a digest of the
+    whole of it, so two long names that share a start stay two hosts."""
+    encoded = name.encode()
+    if len(encoded) <= MAX_HOSTNAME_BYTES:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:12]
+    head = encoded[: MAX_HOSTNAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
+
+
 class FleetError(AnsibleParserError):
     """One line that names the option, region or credential at fault."""
 
@@ -315,16 +417,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache=cache)
         config = self._read_config_data(path)
         self._refuse_unknown_options(config, path)
+        self._check_hostnames(self.get_option("hostnames"))
         if boto3 is None:
             raise FleetError("boto3 and botocore are required: pip install boto3")
         cache_key = self.get_cache_key(path)
-        use_cache = self.get_option("cache") and cache
-        processed = None
-        if use_cache:
-            try:
-                processed = json.loads(self._cache[cache_key])
-            except (KeyError, TypeError, ValueError):
-                processed = None
+        processed = self._cached(cache_key) if self.get_option("cache") and cache else None
         if processed is None:
             processed = self._build(self._query())
             if self.get_option("cache"):
@@ -332,11 +429,78 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._cache[cache_key] = json.dumps(processed)
         self._populate(processed)
 
+    def _read_config_data(self, path: str) -> dict[str, Any]:
+        """As Ansible's, except that a cache plugin that cannot start (a cache directory that
+        cannot be made or written) is warned about and left out: EC2 may well be reachable."""
+        try:
+            config = self.loader.load_from_file(path, cache="none", trusted_as_template=True)
+        except Exception as exc:
+            raise AnsibleParserError(str(exc)) from None
+        if not isinstance(config, Mapping) or config.get("plugin") != self.NAME:
+            raise AnsibleParserError(f"{path} is not a {self.NAME} inventory source")
+        self.set_options(direct=config, var_options=self._vars)
+        if self.get_option("cache"):
+            options = {
+                key: self.get_option(option)
+                for key, option in (
+                    ("_uri", "cache_connection"),
+                    ("_timeout", "cache_timeout"),
+                    ("_prefix", "cache_prefix"),
+                )
+                if self.get_option(option) is not None
+            }
+            try:
+                self._cache = get_cache_plugin(self.get_option("cache_plugin"), **options)
+            except AnsibleError as exc:
+                self.display.warning(
+                    f"gpufleet_ec2: the inventory cache is left out, as it cannot be used "
+                    f"({_first_line(exc)}); EC2 is queried on every run until that is fixed"
+                )
+                self._cache = get_cache_plugin("ansible.builtin.memory")
+        return config
+
+    def _cached(self, cache_key: str) -> dict[str, Any] | None:
+        """The processed inventory from the cache; None (and a warning) when it is missing,
+        unreadable or not what this plugin writes, so EC2 is queried instead."""
+        try:
+            text = self._cache[cache_key]
+        except KeyError:
+            return None
+        except Exception as exc:  # the cache plugin's own errors are of any kind
+            self.display.warning(
+                f"gpufleet_ec2: the inventory cache cannot be read ({_first_line(exc)}); "
+                "querying EC2 instead"
+            )
+            return None
+        try:
+            processed = json.loads(text)
+        except (TypeError, ValueError):
+            processed = None
+        if not _is_processed_inventory(processed):
+            self.display.warning(
+                f"gpufleet_ec2: the inventory cache entry {cache_key} is not an inventory this "
+                "plugin wrote; querying EC2 and replacing it"
+            )
+            return None
+        return processed
+
+    def update_cache_if_changed(self) -> None:
+        """Ansible writes the cache after parsing; a cache that cannot be written is a warning,
+        not a failed inventory: the hosts were read from EC2 all the same."""
+        if not hasattr(self, "_cache"):
+            return  # this source has no cache
+        try:
+            super().update_cache_if_changed()
+        except Exception as exc:
+            self.display.warning(
+                f"gpufleet_ec2: the inventory cache could not be written ({_first_line(exc)}); "
+                "the next run queries EC2 again"
+            )
+
     def _refuse_unknown_options(self, config: Mapping[str, Any], path: str) -> None:
         """Ansible ignores unknown keys and coerces types loosely; an operator's typo should
         fail instead, naming the option."""
         from ansible import constants as C
-        from ansible.module_utils.parsing.convert_bool import BOOLEANS
 
         definitions = C.config.get_configuration_definitions("inventory", self.NAME)
         by_name = {}
@@ -348,12 +512,39 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if definition is None:
                 raise FleetError(f"unknown option {key!r} in {path}")
             expected = definition.get("type", "str")
-            if value is None or (expected == "bool" and value in BOOLEANS):
-                continue
-            checks = {"list": list, "dict": dict, "int": int, "str": str, "bool": bool}
-            if expected in checks and not isinstance(value, checks[expected]):
-                article = "an" if expected[0] in "ai" else "a"
-                raise FleetError(f"option {key!r} must be {article} {expected}, got {value!r}")
+            if not _has_type(value, expected):
+                raise FleetError(f"option {key!r} must be {_a(expected)}, got {value!r}")
+            elements = definition.get("elements")
+            if expected == "list" and value and elements:
+                for item in value:
+                    if not _has_type(item, elements):
+                        raise FleetError(
+                            f"option {key!r} must be a list of {PLURALS.get(elements, elements)}, "
+                            f"but holds {item!r}"
+                        )
+
+    @staticmethod
+    def _check_hostnames(preferences: list[Any]) -> None:
+        """Every hostnames entry must name a source; an unknown one would otherwise become the
+        literal name of every host."""
+        for preference in preferences:
+            if isinstance(preference, Mapping):
+                unknown = set(preference) - {"name", "prefix", "separator"}
+                if "name" not in preference or unknown:
+                    raise FleetError(
+                        f"hostnames: {dict(preference)!r} must have 'name' and may have only "
+                        "'prefix' and 'separator' besides"
+                    )
+                sources = [preference["name"], preference.get("prefix")]
+            else:
+                sources = [preference]
+            for source in sources:
+                if source is None or _is_hostname_source(source):
+                    continue
+                raise FleetError(
+                    f"hostnames: {source!r} is not a hostname source; use tag:NAME, "
+                    f"tag:NAME=VALUE or one of {', '.join(HOSTNAME_SOURCES)}"
+                )
 
     # -- talking to EC2 -----------------------------------------------------------------------
 
@@ -423,9 +614,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             endpoint_url=self.get_option("endpoint_url"),
             config=self._botocore_config(),
         )
-        return sorted(
-            r["RegionName"] for r in self._call("us-east-1", client.describe_regions)["Regions"]
-        )
+        answer = self._call("us-east-1", client.describe_regions)
+        return sorted(r["RegionName"] for r in _listed("us-east-1", answer, "Regions"))
 
     def _call(self, region: str, method: Any, **kwargs: Any) -> Any:
         try:
@@ -435,6 +625,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             message = exc.response.get("Error", {}).get("Message", str(exc))
+            if code in CREDENTIALS_REJECTED:
+                raise FleetError(
+                    f"region {region}: credentials rejected ({code}): {message}"
+                ) from None
             if code in ACCESS_DENIED:
                 if not self.get_option("strict_permissions"):
                     raise RegionSkipped(f"{code}: {message}") from None
@@ -444,14 +638,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     f"region {region}: still throttled by EC2 after "
                     f"{self.get_option('max_attempts')} attempts ({code})"
                 ) from None
-            if code in ("AuthFailure", "InvalidClientTokenId", "UnrecognizedClientException"):
-                raise FleetError(f"region {region}: credentials rejected ({code})") from None
             raise FleetError(f"region {region}: {code}: {message}") from None
         except (
             botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectTimeoutError,
         ) as exc:
             raise FleetError(f"region {region}: cannot reach the EC2 endpoint: {exc}") from None
+        except ResponseParserError as exc:
+            raise FleetError(
+                f"region {region}: the endpoint's answer is not EC2's "
+                f"({_first_line(exc)[:160]}); check endpoint_url"
+            ) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise FleetError(f"region {region}: {exc}") from None
 
@@ -520,8 +717,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             lambda: list(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000})),
         )
         for page in pages:
-            for reservation in page["Reservations"]:
-                yield from reservation["Instances"]
+            for reservation in _listed(region, page, "Reservations"):
+                yield from reservation.get("Instances", [])
 
     def _images(self, region: str, client: Any, image_ids: set[str | None]) -> dict[str, Any]:
         """The AMIs the instances run, and the newest image per gpufleet role: two calls."""
@@ -531,7 +728,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             used = self._call(
                 region, client.describe_images, Filters=[{"Name": "image-id", "Values": ids}]
             )
-            by_id = {image["ImageId"]: image for image in used["Images"]}
+            by_id = {image["ImageId"]: image for image in _listed(region, used, "Images")}
         owned = self._call(
             region,
             client.describe_images,
@@ -539,7 +736,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             Filters=[{"Name": "tag-key", "Values": [ROLE_TAG]}],
         )
         newest_by_role: dict[str, str] = {}
-        for image in owned["Images"]:
+        for image in _listed(region, owned, "Images"):
             role = tag_dict(image).get(ROLE_TAG)
             created = image.get("CreationDate", "")
             if role and created > newest_by_role.get(role, ""):
@@ -552,10 +749,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         """The processed inventory: host variables and group members, ready to cache."""
         processed: dict[str, Any] = {"hosts": {}, "groups": {}, "children": {}}
         strict = self.get_option("strict")
-        for instance in instances:
-            name = self._hostname(instance)
-            if name is None or name in processed["hosts"]:
-                continue
+        for name, instance in self._named(instances, strict).items():
             hostvars = self._hostvars(instance)
             context = HostContext(instance, hostvars)
             for var, expression in (self.get_option("compose") or {}).items():
@@ -574,12 +768,37 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 processed["groups"].setdefault(group, []).append(name)
         return processed
 
+    def _named(self, instances: list[dict[str, Any]], strict: bool) -> dict[str, dict[str, Any]]:
+        """Each instance under its hostname; what cannot be named, or is named twice, is told
+        by instance id, and fails the inventory under strict."""
+        named: dict[str, dict[str, Any]] = {}
+        nameless: list[str] = []
+        duplicates: dict[str, list[str]] = {}
+        for instance in instances:
+            name = self._hostname(instance)
+            if name is None:
+                nameless.append(instance["InstanceId"])
+            elif name in named:
+                first = named[name]["InstanceId"]
+                duplicates.setdefault(name, [first]).append(instance["InstanceId"])
+            else:
+                named[name] = instance
+        problems = [
+            f"hostname {name} is given to {', '.join(ids)}; only {ids[0]} is listed"
+            for name, ids in duplicates.items()
+        ]
+        if nameless:
+            problems.append(f"no hostnames entry has a value for {', '.join(nameless)}; left out")
+        for problem in problems:
+            if strict:
+                raise FleetError(f"{problem} (hostnames must name each instance once)")
+            self.display.warning(f"gpufleet_ec2: {problem}")
+        return named
+
     def _hostname(self, instance: dict[str, Any]) -> str | None:
         tags = tag_dict(instance)
         for preference in self.get_option("hostnames"):
             if isinstance(preference, Mapping):
-                if "name" not in preference:
-                    raise FleetError("hostnames: a mapping entry needs a 'name' key")
                 name = self._hostname_from(preference["name"], instance, tags)
                 prefix = (
                     self._hostname_from(preference["prefix"], instance, tags)
@@ -588,13 +807,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 )
                 if name and prefix:
                     name = prefix + preference.get("separator", "_") + name
-            elif isinstance(preference, str):
-                name = self._hostname_from(preference, instance, tags)
             else:
-                raise FleetError(f"hostnames: {preference!r} is neither a string nor a mapping")
+                name = self._hostname_from(preference, instance, tags)
             if name:
-                return self._sanitize_group_name(name) if ":" in name else name
+                safe = self._sanitize_group_name(name) if ":" in name else name
+                return self._short(safe, instance)
         return None
+
+    def _short(self, name: str, instance: dict[str, Any]) -> str:
+        short = shortened_hostname(name)
+        if short != name:
+            self.display.warning(
+                f"gpufleet_ec2: the hostname of {instance['InstanceId']} is "
+                f"{len(name.encode())} bytes, over {MAX_HOSTNAME_BYTES}; it is listed as {short}"
+            )
+        return short
 
     @staticmethod
     def _hostname_from(
@@ -604,10 +831,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     ) -> str | None:
         if preference.startswith("tag:"):
             return _tag_hostname(preference, tags)
-        chain = HOSTNAME_SOURCES.get(preference)
-        if chain is None:
-            return preference
-        value = _attribute_chain(instance, chain)
+        value = _attribute_chain(instance, HOSTNAME_SOURCES[preference])
         if isinstance(value, list):
             value = value[0] if value else None
         return str(value) if value else None

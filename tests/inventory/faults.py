@@ -1,9 +1,11 @@
-"""A stand-in for AWS's refusals in front of moto: access denied and throttling by region.
+"""A stand-in for AWS's refusals in front of moto: access denied, rejected credentials,
+throttling and garbled answers, by region.
 
-moto answers every call; AWS also says AccessDenied and RequestLimitExceeded. This
-proxy on loopback answers those for chosen regions, in EC2's own XML error shape,
-and forwards everything else to moto unchanged, so botocore's real error handling
-and retry backoff are what the tests exercise.
+moto answers every call; AWS also says UnauthorizedOperation, AuthFailure and
+RequestLimitExceeded, and a wrong endpoint_url answers something that is not EC2 at
+all. This proxy on loopback answers those for chosen regions, the errors in EC2's own
+XML error shape, and forwards everything else to moto unchanged, so botocore's real
+error handling and retry backoff are what the tests exercise.
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ SCOPE = re.compile(r"Credential=[^/]+/\d+/([a-z0-9-]+)/")
 
 class FaultyEC2:
     def __init__(
-        self, upstream: str, denied: set[str] = frozenset(), throttle: dict[str, int] | None = None
+        self,
+        upstream: str,
+        denied: set[str] = frozenset(),
+        throttle: dict[str, int] | None = None,
+        rejected: set[str] = frozenset(),
+        garbled: dict[str, bytes] | None = None,
     ) -> None:
         self.upstream = upstream
         self.denied = set(denied)
+        self.rejected = set(rejected)
+        self.garbled = dict(garbled or {})
         self.throttle = dict(throttle or {})
         self.calls: Counter[str] = Counter()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -56,7 +65,11 @@ class FaultyEC2:
                 scope = SCOPE.search(self.headers.get("Authorization", ""))
                 region = scope.group(1) if scope else ""
                 proxy.calls[region] += 1
-                if region in proxy.denied:
+                if region in proxy.rejected:
+                    self._error(401, "AuthFailure", "AWS was not able to validate the credentials.")
+                elif region in proxy.garbled:
+                    self._reply(200, proxy.garbled[region], "text/html")
+                elif region in proxy.denied:
                     self._error(
                         403,
                         "UnauthorizedOperation",
@@ -78,16 +91,15 @@ class FaultyEC2:
                         status, payload, kind = reply.status, reply.read(), reply.headers
                 except urllib.error.HTTPError as exc:
                     status, payload, kind = exc.code, exc.read(), exc.headers
-                self.send_response(status)
-                self.send_header("Content-Type", kind.get("Content-Type", "text/xml"))
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self._reply(status, payload, kind.get("Content-Type", "text/xml"))
 
             def _error(self, status: int, code: str, message: str) -> None:
                 payload = ERROR_XML.format(code=code, message=message).encode()
+                self._reply(status, payload, "text/xml;charset=UTF-8")
+
+            def _reply(self, status: int, payload: bytes, content_type: str) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "text/xml;charset=UTF-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

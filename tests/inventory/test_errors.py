@@ -1,7 +1,17 @@
 """Bad input and a bad day at AWS: one clear line naming the option, region or credential."""
 
 import pytest
-from ec2_moto import REGION, fleet_tags, launch, listing, run_inventory, source_config, write_source
+from ec2_moto import (
+    ANSIBLE_PLAYBOOK,
+    REGION,
+    fleet_tags,
+    launch,
+    listing,
+    run_ansible,
+    run_inventory,
+    source_config,
+    write_source,
+)
 from faults import FaultyEC2
 
 
@@ -131,3 +141,67 @@ def test_ansible_doc_shows_documentation_and_examples():
         "plugin: gpufleet_ec2",
     ):
         assert expected in doc
+
+
+def test_a_playbook_on_a_broken_source_fails_the_run(tmp_path):
+    """A scheduled run must not report success on zero hosts when the inventory failed."""
+    source = write_source(tmp_path, source_config("http://127.0.0.1:9", max_attempts=1))
+    playbook = tmp_path / "patch.yml"
+    playbook.write_text(
+        "- name: Patch the fleet\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Say hello\n      ansible.builtin.debug:\n        msg: hello\n"
+    )
+    result = run_ansible(ANSIBLE_PLAYBOOK, "-i", str(source), str(playbook))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert f"gpufleet_ec2: region {REGION}: cannot reach the EC2 endpoint" in output
+    assert "PLAY RECAP" not in output
+
+
+def test_rejected_credentials_fail_whatever_strict_permissions_says(moto, tmp_path):
+    launch(moto, fleet_tags("east"))
+    with FaultyEC2(moto, rejected={"us-west-2"}) as faulty:
+        lenient = source_config(
+            faulty.url, regions=["us-east-1", "us-west-2"], strict_permissions=False
+        )
+        stderr = failure(write_source(tmp_path, lenient))
+    assert "gpufleet_ec2: region us-west-2: credentials rejected (AuthFailure)" in stderr
+
+
+@pytest.mark.parametrize(
+    "answer", [b"Welcome to nginx!", b"<html><body>Welcome to nginx!</body></html>"]
+)
+def test_an_answer_that_is_not_ec2s_is_named(moto, tmp_path, answer):
+    with FaultyEC2(moto, garbled={REGION: answer}) as faulty:
+        stderr = failure(write_source(tmp_path, source_config(faulty.url)))
+    assert f"gpufleet_ec2: region {REGION}: the endpoint's answer is not EC2's" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("include_filters", ["tag:Name=x"], "'include_filters' must be a list of mappings"),
+        ("exclude_filters", [["tag:Name", "x"]], "'exclude_filters' must be a list of mappings"),
+        ("regions", ["us-east-1", 7], "'regions' must be a list of strings, but holds 7"),
+    ],
+)
+def test_list_elements_are_type_checked(moto, tmp_path, option, value, named):
+    stderr = failure(write_source(tmp_path, source_config(moto, **{option: value})))
+    assert f"gpufleet_ec2: option {named}" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("hostnames", "named"),
+    [
+        (["tag:Name", "nmae"], "hostnames: 'nmae' is not a hostname source"),
+        ([{"name": "instance-id", "prefix": "tag"}], "hostnames: 'tag' is not a hostname source"),
+        ([{"prefix": "tag:Name"}], "hostnames: {'prefix': 'tag:Name'} must have 'name'"),
+        (["tag:"], "hostnames: 'tag:' is not a hostname source"),
+    ],
+)
+def test_an_unknown_hostnames_entry_is_refused(moto, tmp_path, hostnames, named):
+    launch(moto, fleet_tags("gpu-a"))
+    stderr = failure(write_source(tmp_path, source_config(moto, hostnames=hostnames)))
+    assert f"gpufleet_ec2: {named}" in stderr

@@ -1,8 +1,11 @@
 """gpufleet_ec2 against a real moto server: naming, fleet groups, host variables, options."""
 
+import json
+import sys
 import time
 
 from ec2_moto import (
+    ANSIBLE_PLAYBOOK,
     REGION,
     ec2,
     fleet_tags,
@@ -10,6 +13,7 @@ from ec2_moto import (
     launch,
     listing,
     plain,
+    run_ansible,
     run_inventory,
     source_config,
     write_source,
@@ -26,7 +30,9 @@ def test_fleet_groups_and_host_variables(moto, tmp_path):
     launch(
         moto, fleet_tags("lb-a", role="lb", pool="edge", model=""), "t3.medium", zone="us-east-1a"
     )
-    data = listing(write_source(tmp_path, source_config(moto)))
+    result = run_inventory(write_source(tmp_path, source_config(moto)))
+    assert "WARNING" not in result.stderr, result.stderr
+    data = json.loads(result.stdout)
     groups = groups_of(data)
     assert groups["role_gpu"] == ["gpu-a", "gpu-b"]
     assert groups["role_lb"] == ["lb-a"]
@@ -227,3 +233,121 @@ def test_hostile_tag_values_never_crash_or_make_invalid_group_names(moto, tmp_pa
         assert group == "_meta" or re.fullmatch(r"[^\W\d]\w*", group), group
     templated = plain(data["_meta"]["hostvars"]["h8"])["ec2_tags"]["team"]
     assert templated == "{{ lookup('pipe', 'id') }}"
+
+
+def test_a_hostname_given_twice_is_named_and_fails_under_strict(moto, tmp_path):
+    # The plugin lists instances by id, so the first kept is the lowest.
+    first, second = sorted(launch(moto, fleet_tags("gpu-a"), count=2))
+    launch(moto, {"gpufleet:role": "gpu"})
+    config = source_config(moto, hostnames=["tag:Name"])
+    result = run_inventory(write_source(tmp_path, config))
+    assert sorted(json.loads(result.stdout)["_meta"]["hostvars"]) == ["gpu-a"]
+    warnings = " ".join(result.stderr.split())
+    assert f"hostname gpu-a is given to {first}, {second}; only {first} is listed" in warnings
+    assert "no hostnames entry has a value for i-" in warnings
+    strict = run_inventory(write_source(tmp_path, dict(config, strict=True)), check=False)
+    assert strict.returncode != 0
+    assert f"gpufleet_ec2: hostname gpu-a is given to {first}, {second}" in strict.stderr
+
+
+def test_a_hostname_too_long_for_the_fact_cache_is_shortened_and_plays_run(moto, tmp_path):
+    long_names = ["x" * 300, "x" * 299 + "y"]
+    for name in long_names:
+        launch(moto, fleet_tags(name))
+    config = source_config(
+        moto,
+        hostnames=["tag:Name"],
+        # The hosts are this machine, so the play gathers facts and caches them for real.
+        compose={
+            "ansible_connection": "'local'",
+            "ansible_python_interpreter": repr(sys.executable),
+        },
+    )
+    source = write_source(tmp_path, config)
+    result = run_inventory(source)
+    names = sorted(json.loads(result.stdout)["_meta"]["hostvars"])
+    assert len(names) == 2 and all(len(n.encode()) == 200 for n in names), names
+    assert "hostname of i-" in result.stderr and "300 bytes, over 200" in " ".join(
+        result.stderr.split()
+    )
+    playbook = tmp_path / "facts.yml"
+    playbook.write_text(
+        "- name: Gather facts on every host\n  hosts: all\n  gather_facts: true\n"
+        "  tasks:\n    - name: Show the host's name\n      ansible.builtin.debug:\n"
+        "        var: ansible_facts.nodename\n"
+    )
+    facts = tmp_path / "facts"
+    played = run_ansible(
+        ANSIBLE_PLAYBOOK,
+        "-i",
+        str(source),
+        str(playbook),
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(facts),
+        ANSIBLE_GATHER_SUBSET="min",
+    )
+    assert played.returncode == 0, played.stdout[-3000:] + played.stderr[-3000:]
+    assert len(list(facts.iterdir())) == 2
+
+
+def cached_source(tmp_path, endpoint, connection):
+    cache = {
+        "cache": True,
+        "cache_plugin": "ansible.builtin.jsonfile",
+        "cache_connection": str(connection),
+        "cache_timeout": 600,
+    }
+    return write_source(tmp_path, source_config(endpoint, **cache))
+
+
+def warm_cache_entry(tmp_path, endpoint):
+    """A source with a warm jsonfile cache, and the cache's one file."""
+    source = cached_source(tmp_path, endpoint, tmp_path / "cache")
+    listing(source)
+    (entry,) = (tmp_path / "cache").iterdir()
+    return source, entry
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_replaced_from_ec2(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"))
+    source, entry = warm_cache_entry(tmp_path, moto)
+    envelope = json.loads(entry.read_text())
+    envelope["__payload__"] = json.dumps(json.dumps({"hosts": ["gpu-a"], "groups": {}}))
+    entry.write_text(json.dumps(envelope))
+    result = run_inventory(source)
+    assert list(json.loads(result.stdout)["_meta"]["hostvars"]) == ["gpu-a"]
+    assert "is not an inventory this plugin wrote" in " ".join(result.stderr.split())
+    # Replaced: the same source, EC2 now unreachable, answers from the cache.
+    assert cached_source(tmp_path, "http://127.0.0.1:9", tmp_path / "cache") == source
+    assert list(listing(source)["_meta"]["hostvars"]) == ["gpu-a"]
+
+
+def test_a_cache_file_of_another_format_is_warned_about_and_ec2_answers(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"))
+    source, entry = warm_cache_entry(tmp_path, moto)
+    entry.write_text('"written by something else"')
+    result = run_inventory(source)
+    assert list(json.loads(result.stdout)["_meta"]["hostvars"]) == ["gpu-a"]
+    assert "gpufleet_ec2: the inventory cache cannot be read" in " ".join(result.stderr.split())
+
+
+def test_an_unreadable_cache_entry_is_warned_about_and_ec2_answers(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"))
+    source, entry = warm_cache_entry(tmp_path, moto)
+    entry.unlink()
+    entry.mkdir()
+    (entry / "in-the-way").write_text("")
+    result = run_inventory(source)
+    assert list(json.loads(result.stdout)["_meta"]["hostvars"]) == ["gpu-a"]
+    warnings = " ".join(result.stderr.split())
+    assert "gpufleet_ec2: the inventory cache cannot be read" in warnings
+    # Writing fails too; Ansible's cache plugin says so itself, and the run goes on.
+    assert "cache plugin while trying to move" in warnings
+
+
+def test_a_cache_directory_that_cannot_be_used_leaves_the_cache_out(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"))
+    in_the_way = tmp_path / "not-a-directory"
+    in_the_way.write_text("")
+    result = run_inventory(cached_source(tmp_path, moto, in_the_way))
+    assert list(json.loads(result.stdout)["_meta"]["hostvars"]) == ["gpu-a"]
+    assert "gpufleet_ec2: the inventory cache is left out" in " ".join(result.stderr.split())

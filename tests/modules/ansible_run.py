@@ -18,8 +18,14 @@ def run_module(module: str, args: dict, check: bool = False) -> dict:
     command = [
         str(Path(sys.executable).parent / "ansible"),
         "localhost",
+        # ansible.cfg fails a run without an inventory; name localhost as one, run as the
+        # implicit localhost would be, on this Python.
+        "-i",
+        "localhost,",
         "-c",
         "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
         "-m",
         module,
         "-a",

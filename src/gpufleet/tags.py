@@ -1,0 +1,21 @@
+"""The EC2 tags a gpufleet host carries: the inventory groups by them, playbooks set them.
+
+The inventory plugin (plugins/inventory/gpufleet_ec2.py) reads the same names; it keeps
+its own copy so that it runs on a controller without this package.
+"""
+
+from __future__ import annotations
+
+NAME = "Name"
+ROLE = "gpufleet:role"
+POOL = "gpufleet:pool"
+MODEL = "gpufleet:model"
+ENV = "gpufleet:env"
+
+
+def fleet_tags(name: str, role: str, pool: str, env: str, model: str = "") -> dict[str, str]:
+    """A host's tags: a GPU host names the model it serves, a load balancer none."""
+    tags = {NAME: name, ROLE: role, POOL: pool, ENV: env}
+    if model:
+        tags[MODEL] = model
+    return tags
