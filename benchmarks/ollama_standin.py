@@ -112,9 +112,8 @@ def main() -> None:
     gpufleet("lab", "up")
     status = json.loads(gpufleet("lab", "status", "--json"))
     host = next(h for h in status["hosts"] if h["role"] == "gpu")
-    standins_file = Path(status["inventory"]) / "group_vars" / "all" / "lab_standins.yml"
-    standins = json.loads(standins_file.read_text())
-    start_standin(host["name"], host["address"], status["registry"], standins["ollama_release_url"])
+    lab_vars = json.loads(Path(status["lab_vars"]).read_text())
+    start_standin(host["name"], host["address"], status["registry"], lab_vars["ollama_release_url"])
     try:
         single_started = time.monotonic()
         assert asyncio.run(one_stream(host["address"], args.tokens)) == args.tokens

@@ -14,7 +14,7 @@ import pytest
 
 from gpufleet.lab.system import free_port
 
-TESTS_DIR = Path(__file__).resolve().parent
+STANDIN_MODULE = "gpufleet.lab.standins.ollama"
 SMALL = 1_000_000
 
 
@@ -33,7 +33,6 @@ def start_standin(models: Path, registry_url: str, **env: str) -> StandIn:
     port = free_port()
     environment = {
         **os.environ,
-        "PYTHONPATH": str(TESTS_DIR),
         "OLLAMA_HOST": f"127.0.0.1:{port}",
         "OLLAMA_MODELS": str(models),
         "OLLAMA_STANDIN_REGISTRY": registry_url,
@@ -41,7 +40,7 @@ def start_standin(models: Path, registry_url: str, **env: str) -> StandIn:
         **env,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "ollama_standin", "serve"],
+        [sys.executable, "-m", STANDIN_MODULE, "serve"],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 
 import pytest
 from labctl import gpufleet, lab_status
@@ -16,8 +17,14 @@ LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The teardown test goes last, whatever order the files are in."""
-    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+    """Tests that take up hosts the molecule scenarios left converged go after them, and the
+    teardown test goes last, whatever order the files are in."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("lab_teardown") is not None,
+            item.get_closest_marker("lab_after_scenarios") is not None,
+        )
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +34,15 @@ def lab_machine() -> None:
     missing = [tool for tool in LAB_TOOLS if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"the lab tests need {', '.join(missing)}: run `make deps` first")
+    clear_a_lab_left_up()
+
+
+def clear_a_lab_left_up() -> None:
+    """A run that was killed leaves its lab behind; the tests start from no lab at all."""
+    left = lab_status()
+    if left["state"] != "absent":
+        warnings.warn(f"took down a lab left {left['state']} by an earlier run", stacklevel=1)
+        gpufleet("lab", "down")
 
 
 @pytest.fixture(scope="session")

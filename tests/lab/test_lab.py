@@ -170,5 +170,22 @@ def test_the_lab_inventory_groups_hosts_and_ansible_reaches_them(lab):
 def test_host_keys_are_checked_not_ignored(lab):
     connection = Path(lab["inventory"]) / "group_vars" / "all" / "lab_connection.yml"
     ssh_args = json.loads(connection.read_text())["ansible_ssh_common_args"]
-    assert "StrictHostKeyChecking=yes" in ssh_args
-    assert "/dev/null" not in ssh_args
+    assert ssh_args == f"-F {lab['ssh_config']}"
+    config = Path(lab["ssh_config"]).read_text()
+    assert "StrictHostKeyChecking yes" in config
+    assert "/dev/null" not in config
+    key_mode = on_host("gpu-1", "sudo stat -c %a /etc/ssh/ssh_host_ed25519_key").strip()
+    assert key_mode == "600"
+
+
+def test_gpu_hosts_have_their_nvme_disks_as_block_devices(lab):
+    disks = {h["name"]: h["nvme"] for h in lab["hosts"]}
+    assert disks == {
+        "gpu-1": ["/dev/nvme1n1", "/dev/nvme2n1"],
+        "gpu-2": ["/dev/nvme1n1"],
+        "gpu-3": [],
+        "lb-1": [],
+    }
+    listed = on_host("gpu-1", "sudo blockdev --getsize64 /dev/nvme1n1 /dev/nvme2n1").split()
+    assert listed == [str(4 * 1024**3)] * 2
+    assert on_host("gpu-3", "ls /dev | grep -c '^nvme' || true").strip() == "0"

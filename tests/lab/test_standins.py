@@ -11,7 +11,7 @@ INSTALL = "/opt/ollama-standin-test"
 
 
 def standin_vars(lab):
-    return json.loads((Path(lab["inventory"]) / "group_vars/all/lab_standins.yml").read_text())
+    return json.loads(Path(lab["lab_vars"]).read_text())
 
 
 def test_a_lab_host_installs_the_release_by_url_and_checksum_and_pulls_by_bare_name(lab):

@@ -45,10 +45,12 @@ def test_down_leaves_nothing(lab):
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "systemd-nspawn" not in processes
     assert "gpufleet.lab." not in processes
-    assert "ollama_standin" not in processes
+    assert "gpufleet.lab.standins" not in processes
     assert not [pid for pid in Path("/proc").glob("[0-9]*") if net_namespace(pid) in lab_netns], (
         "processes of lab hosts outlived lab down"
     )
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == forward_before
+    loops = subprocess.run(["losetup", "--list"], capture_output=True, text=True).stdout
+    assert str(paths.state) not in loops, "NVMe loop devices outlived lab down"
     status = gpufleet("lab", "status", check=False)
     assert status.returncode == 3

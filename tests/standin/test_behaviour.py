@@ -10,8 +10,9 @@ import threading
 
 import ollama
 import pytest
-from ollama_standin.release import archive_name, build
-from standin_server import TESTS_DIR, start_standin
+from standin_server import STANDIN_MODULE, start_standin
+
+from gpufleet.lab.standins.ollama.release import archive_name, build
 
 
 @pytest.fixture
@@ -121,9 +122,9 @@ def test_pruning_at_start_removes_blobs_of_a_deleted_manifest(serve, tmp_path):
 
 
 def run_cli(*args, host):
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "OLLAMA_HOST": host}
+    env = {**os.environ, "OLLAMA_HOST": host}
     return subprocess.run(
-        [sys.executable, "-m", "ollama_standin", *args],
+        [sys.executable, "-m", STANDIN_MODULE, *args],
         env=env,
         capture_output=True,
         text=True,

@@ -4,7 +4,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from ollama_standin.registry import Registry
+
+from gpufleet.lab.standins.ollama.registry import Registry
 
 
 @pytest.fixture

@@ -51,3 +51,37 @@ def test_ssh_needs_a_lab(tmp_path):
     result = gpufleet("lab", "ssh", "gpu-1", env=env)
     assert result.returncode == 2
     assert "the lab is not up" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--ec2-port", "70000"], "--ec2-port 70000 is not a TCP port (1 to 65535)"),
+        (["--ec2-port", "0"], "--ec2-port 0 is not a TCP port (1 to 65535)"),
+        (["--region", "us-east-1a"], "--region 'us-east-1a' is not an AWS region name"),
+        (["--region", "US-EAST-1"], "--region 'US-EAST-1' is not an AWS region name"),
+    ],
+)
+def test_bad_up_options_are_named_before_anything_is_built(tmp_path, args, line):
+    env = {**os.environ, "GPUFLEET_LAB_STATE": str(tmp_path / "state")}
+    result = gpufleet("lab", "up", *args, env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"gpufleet lab up: {line}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--nvme-disks", "two"], "--nvme-disks 'two' is not a count or counts such as 2,1,0"),
+        (["--nvme-disks", "2,9"], "--nvme-disks needs counts from 0 to 8, such as 2,1,0"),
+        (["--nvme-size", "64M"], "--nvme-size 64M is below the 300M XFS needs"),
+    ],
+)
+def test_bad_nvme_options_are_named_before_anything_is_built(tmp_path, args, line):
+    env = {**os.environ, "GPUFLEET_LAB_STATE": str(tmp_path / "state")}
+    result = gpufleet("lab", "up", *args, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"gpufleet lab up: {line}"
+    assert not (tmp_path / "state").exists()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from gpufleet.lab import LabError
@@ -58,3 +60,29 @@ def test_unknown_host_names_the_hosts_the_lab_has():
     topology = plan(1, 1, "10.77.0.0/24", "us-east-1")
     with pytest.raises(LabError, match=r"no lab host named 'gpu-9' \(the lab has: gpu-1, lb-1\)"):
         topology.host("gpu-9")
+
+
+def test_gpu_hosts_get_nvme_disks_cycled_and_load_balancers_none():
+    hosts = plan(4, 1, "10.77.0.0/24", "us-east-1").hosts
+    assert [(h.name, h.nvme_disks) for h in hosts] == [
+        ("gpu-1", 2),
+        ("gpu-2", 1),
+        ("gpu-3", 0),
+        ("gpu-4", 2),
+        ("lb-1", 0),
+    ]
+    assert {h.nvme_disks for h in plan(2, 0, "10.77.0.0/24", "us-east-1", (3,)).hosts} == {3}
+
+
+@pytest.mark.parametrize(
+    ("disks", "size", "message"),
+    [
+        ((9,), "4G", "--nvme-disks needs counts from 0 to 8"),
+        ((), "4G", "--nvme-disks needs counts from 0 to 8"),
+        ((1,), "100M", "--nvme-size 100M is below the 300M XFS needs"),
+        ((1,), "4 GB", "--nvme-size '4 GB' is not a size such as 4G or 512M"),
+    ],
+)
+def test_nvme_disks_that_cannot_be_are_named(disks, size, message):
+    with pytest.raises(LabError, match=re.escape(message)):
+        plan(3, 1, "10.77.0.0/24", "us-east-1", disks, size)

@@ -13,27 +13,25 @@ import contextlib
 import os
 from pathlib import Path
 
+from gpufleet.lab.system import mounts
+
 LAB_CGROUP = "gpufleet-lab"
 
 
 def _hierarchies() -> list[Path]:
     """Where this process sits in each hierarchy systemd uses, as directories."""
-    mounts = {}
-    with Path("/proc/self/mountinfo").open() as mountinfo:
-        for line in mountinfo:
-            before, _, after = line.partition(" - ")
-            fstype, _source, options = after.split()[:3]
-            mount_point = before.split()[4]
-            if fstype == "cgroup2":
-                mounts["0::"] = Path(mount_point)
-            elif fstype == "cgroup" and "name=systemd" in options.split(","):
-                mounts["name=systemd"] = Path(mount_point)
+    roots = {}
+    for mount in mounts():
+        if mount.fstype == "cgroup2":
+            roots["0::"] = mount.point
+        elif mount.fstype == "cgroup" and "name=systemd" in mount.options:
+            roots["name=systemd"] = mount.point
     places = []
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         number, controllers, path = line.split(":", 2)
         key = "0::" if number == "0" else controllers
-        if key in mounts:
-            places.append(mounts[key] / path.lstrip("/"))
+        if key in roots:
+            places.append(roots[key] / path.lstrip("/"))
     return places
 
 

@@ -14,19 +14,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gpufleet import tags
 from gpufleet.lab import LabError
-from gpufleet.lab.system import (
-    python_module,
-    read_pid,
-    spawn_daemon,
-    stop_daemon,
-    tcp_open,
-    wait_until,
-)
+from gpufleet.lab.system import python_module, read_pid, start_daemon, stop_daemon, tcp_open
 from gpufleet.lab.topology import LabHost, LabTopology
+from gpufleet.tags import fleet_tags
 
 LOOPBACK = "127.0.0.1"
 LAB_HOST_TAG = "gpufleet:lab-host"
+LAB_ENV = "lab"
 BAKED_IMAGE_NAME = "gpufleet-gpu-lab"
 # moto accepts any credentials; these are the ones its documentation uses.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -50,16 +46,13 @@ def server_pid(ec2_dir: Path) -> int | None:
 
 def start_server(ec2_dir: Path, port: int) -> None:
     """Start moto on loopback in its own session; it outlives `lab up`."""
-    ec2_dir.mkdir(parents=True, exist_ok=True)
-    proc = spawn_daemon(
+    start_daemon(
         python_module("gpufleet.lab.ec2", str(port), str(ec2_dir)),
-        ec2_dir / "server.log",
-        ec2_dir / "server.pid",
+        ec2_dir,
+        "server",
+        ready=lambda: tcp_open(LOOPBACK, port),
+        what=f"the local EC2 API on {endpoint(port)}",
     )
-    if not wait_until(lambda: tcp_open(LOOPBACK, port) or proc.poll() is not None, 30):
-        raise LabError(f"the local EC2 API did not answer on {endpoint(port)} within 30 s")
-    if proc.poll() is not None:
-        raise LabError(f"the local EC2 API exited at start: see {ec2_dir / 'server.log'}")
 
 
 def stop_server(ec2_dir: Path) -> None:
@@ -124,17 +117,9 @@ def _base_image(ec2: Any) -> str:
     return sorted(images, key=lambda image: image["ImageId"])[0]["ImageId"]
 
 
-def host_tags(host: LabHost, env: str = "lab") -> dict[str, str]:
-    tags = {
-        "Name": host.name,
-        "gpufleet:role": host.role,
-        "gpufleet:pool": host.pool,
-        "gpufleet:env": env,
-        LAB_HOST_TAG: host.name,
-    }
-    if host.model:
-        tags["gpufleet:model"] = host.model
-    return tags
+def host_tags(host: LabHost) -> dict[str, str]:
+    tags = fleet_tags(host.name, host.role, host.pool, LAB_ENV, host.model)
+    return {**tags, LAB_HOST_TAG: host.name}
 
 
 def _run_instance(ec2: Any, host: LabHost, subnet_id: str, image_id: str) -> None:
@@ -172,9 +157,9 @@ def _ensure_baked_image(ec2: Any, topology: LabTopology) -> None:
     ec2.create_tags(
         Resources=[image["ImageId"]],
         Tags=[
-            {"Key": "Name", "Value": BAKED_IMAGE_NAME},
-            {"Key": "gpufleet:role", "Value": "gpu"},
-            {"Key": "gpufleet:env", "Value": "lab"},
+            {"Key": tags.NAME, "Value": BAKED_IMAGE_NAME},
+            {"Key": tags.ROLE, "Value": "gpu"},
+            {"Key": tags.ENV, "Value": LAB_ENV},
             {"Key": "gpufleet:baked-at", "Value": datetime.datetime.now(datetime.UTC).isoformat()},
         ],
     )

@@ -10,16 +10,14 @@ import uuid
 from pathlib import Path
 
 from gpufleet.lab.system import (
-    kill_all,
+    kill_netns_processes,
     make_ssh_key,
     mounted,
-    processes_in_netns,
     python_module,
     read_pid,
     run,
     spawn_daemon,
     stop_daemon,
-    wait_until,
 )
 from gpufleet.lab.topology import SSH_USER, LabHost, LabPaths, LabTopology
 
@@ -83,11 +81,9 @@ def _personalise(
     hosts_lines = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", ""]
     hosts_lines[2:2] = [f"{h.address} {h.name}" for h in topology.hosts]
     (etc / "hosts").write_text("\n".join(hosts_lines) + "\n")
-    for suffix in ("", ".pub"):
+    for suffix, mode in (("", 0o600), (".pub", 0o644)):
         source = files.host_key.with_name(files.host_key.name + suffix)
-        target = etc / "ssh" / source.name
-        shutil.copyfile(source, target)
-        target.chmod(0o600 if suffix == "" else 0o644)
+        _write_file(etc / "ssh" / source.name, source.read_bytes(), mode)
     ssh_dir = files.merged / "home" / SSH_USER / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(authorized_key)
@@ -96,7 +92,15 @@ def _personalise(
         os.chown(path, owner.st_uid, owner.st_gid)
 
 
-def nspawn_argv(files: HostFiles, host: LabHost) -> list[str]:
+def _write_file(path: Path, content: bytes, mode: int) -> None:
+    """Write a file that has its mode from the start: a private key is never readable."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(content)
+
+
+def nspawn_argv(files: HostFiles, host: LabHost, extra: list[str]) -> list[str]:
     return [
         "systemd-nspawn",
         "--quiet",
@@ -111,6 +115,7 @@ def nspawn_argv(files: HostFiles, host: LabHost) -> list[str]:
         "--timezone=off",
         "--link-journal=no",
         "--console=passive",
+        *extra,
     ]
 
 
@@ -118,13 +123,14 @@ def running(files: HostFiles) -> bool:
     return read_pid(files.supervisor_pid) is not None
 
 
-def start(files: HostFiles, host: LabHost) -> None:
-    """Start the host's supervisor, which boots the host and boots it again after a reboot."""
+def start(files: HostFiles, host: LabHost, extra: list[str]) -> None:
+    """Start the host's supervisor, which boots the host and boots it again after a reboot;
+    extra is more for nspawn (the host's disks)."""
     if running(files):
         return
     # A host whose nspawn was killed leaves its container behind; clear it before booting again.
-    _kill_container_processes(host.netns)
-    files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host)))
+    kill_netns_processes(host.netns)
+    files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host, extra)))
     files.nspawn_pid.unlink(missing_ok=True)
     spawn_daemon(
         python_module("gpufleet.lab.supervisor", str(files.root), "--own-cgroup"),
@@ -139,13 +145,8 @@ def stop(files: HostFiles, netns: str) -> None:
     nspawn = read_pid(files.nspawn_pid)
     if nspawn is not None:
         os.kill(nspawn, signal.SIGKILL)
-    _kill_container_processes(netns)
+    kill_netns_processes(netns)
     files.nspawn_pid.unlink(missing_ok=True)
-
-
-def _kill_container_processes(netns: str) -> None:
-    kill_all(processes_in_netns(netns))
-    wait_until(lambda: not processes_in_netns(netns), 5.0, interval=0.1)
 
 
 def unmount(files: HostFiles) -> None:

@@ -2,6 +2,14 @@
 
 Playbooks read the lab through the same dynamic EC2 inventory they use in AWS;
 only the endpoint, the credentials and how SSH reaches the hosts differ.
+
+    <state>/inventory/lab.gpufleet_ec2.yml            the EC2 source
+    <state>/inventory/group_vars/all/lab_connection.yml   SSH through <state>/ssh/config
+    <state>/inventory/group_vars/all/lab_vars.yml          the lab-to-role contract
+
+The contract (LabPaths.lab_vars) is the one file playbooks, molecule scenarios and
+tests read the lab's download URLs and checksums from; `gpufleet lab status --json`
+names it, and molecule gets it as GPUFLEET_LAB_VARS.
 """
 
 from __future__ import annotations
@@ -9,51 +17,63 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gpufleet.lab.ec2 import CREDENTIALS, endpoint
-from gpufleet.lab.standins import Artifacts
+from gpufleet.lab import disks
+from gpufleet.lab.downloads import Artifacts
+from gpufleet.lab.ec2 import CREDENTIALS, LAB_ENV, endpoint
 from gpufleet.lab.topology import SSH_USER, LabPaths, LabTopology
+from gpufleet.tags import ENV
 
 SOURCE_NAME = "lab.gpufleet_ec2.yml"
 
 
-def ssh_common_args(paths: LabPaths) -> str:
-    return f"-o UserKnownHostsFile={paths.known_hosts} -o StrictHostKeyChecking=yes"
+def ssh_config(paths: LabPaths) -> str:
+    """The one place that says how SSH reaches lab hosts; host keys stay checked."""
+    return (
+        "# Written by `gpufleet lab up`: how SSH reaches the lab's hosts.\n"
+        "Host *\n"
+        f"    User {SSH_USER}\n"
+        f"    IdentityFile {paths.ssh_key}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {paths.known_hosts}\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+        "    ConnectTimeout 5\n"
+    )
 
 
-def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts | None) -> Path:
-    """Write the inventory directory and return it; YAML is written as JSON, its subset."""
+def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts) -> Path:
+    """Write the SSH config and the inventory directory; YAML is written as JSON, its subset."""
+    paths.ssh_config.write_text(ssh_config(paths))
     directory = paths.inventory_dir
-    (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    paths.lab_vars.parent.mkdir(parents=True, exist_ok=True)
     source = {
         "plugin": "gpufleet_ec2",
         "regions": [topology.region],
         "endpoint_url": endpoint(topology.ec2_port),
         "aws_access_key": CREDENTIALS["aws_access_key_id"],
         "aws_secret_key": CREDENTIALS["aws_secret_access_key"],
-        "filters": {"tag:gpufleet:env": "lab"},
+        "filters": {f"tag:{ENV}": LAB_ENV},
         "hostnames": ["tag:Name"],
     }
-    connection = {
-        "ansible_user": SSH_USER,
-        "ansible_ssh_private_key_file": str(paths.ssh_key),
-        "ansible_ssh_common_args": ssh_common_args(paths),
-    }
-    (directory / SOURCE_NAME).write_text(json.dumps(source, indent=2) + "\n")
-    (directory / "group_vars" / "all" / "lab_connection.yml").write_text(
-        json.dumps(connection, indent=2) + "\n"
-    )
-    if artifacts is not None:
-        _write_standin_vars(directory, topology, artifacts)
+    connection = {"ansible_ssh_common_args": f"-F {paths.ssh_config}"}
+    _write_json(directory / SOURCE_NAME, source)
+    _write_json(paths.lab_vars.with_name("lab_connection.yml"), connection)
+    _write_json(paths.lab_vars, lab_vars(topology, artifacts))
     return directory
 
 
-def _write_standin_vars(directory: Path, topology: LabTopology, artifacts: Artifacts) -> None:
-    """Where the lab's hosts get Ollama and node exporter: release archives by URL and sha256
-    as in production, and the lab registry for bare model names (a stand-in-only setting)."""
+def _write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
+    """Where the lab's hosts get Ollama, node exporter and the driver: release archives by URL
+    and sha256 as in production, and the lab registry for bare model names (a stand-in-only
+    setting)."""
     base = f"http://{topology.gateway}:{topology.registry_port}"
     newest, exporter = artifacts["ollama"][0], artifacts["node_exporter"]
     cuda_repo = f"{base}/files/{artifacts['cuda_repo']['path']}/"
-    standin = {
+    return {
         # Used when a play sets nvidia_driver_source: cuda.
         "nvidia_driver_cuda_repo_url": cuda_repo,
         "nvidia_driver_cuda_repo_key_url": cuda_repo + artifacts["cuda_repo"]["key"],
@@ -74,7 +94,11 @@ def _write_standin_vars(directory: Path, topology: LabTopology, artifacts: Artif
         },
         "ollama_extra_environment": {"OLLAMA_STANDIN_REGISTRY": base},
         "lab_model_registry": base,
+        # The model store's bake pulls bare names from the lab registry too.
+        "model_store_seed_environment": {"OLLAMA_STANDIN_REGISTRY": base},
+        # Lab hosts have no udev, so no /dev/disk/by-id: name each host's disks. btrfs
+        # stripes them here, as the lab's kernel has no md.
+        "lab_nvme_devices": {h.name: disks.names_inside(h) for h in topology.hosts},
+        "model_store_nvme_devices": "{{ lab_nvme_devices[inventory_hostname] | default([]) }}",
+        "model_store_raid_backend": "btrfs",
     }
-    (directory / "group_vars" / "all" / "lab_standins.yml").write_text(
-        json.dumps(standin, indent=2) + "\n"
-    )

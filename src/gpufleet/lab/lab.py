@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gpufleet.lab import LabError, cgroups, ec2, hosts, inventory, network, rootfs, standins
+from gpufleet.lab import (
+    LabError,
+    cgroups,
+    disks,
+    downloads,
+    ec2,
+    hosts,
+    inventory,
+    network,
+    rootfs,
+)
 from gpufleet.lab.system import (
     free_port,
     kill_all,
@@ -26,21 +37,34 @@ from gpufleet.lab.system import (
 )
 from gpufleet.lab.topology import (
     BRIDGE,
+    DEFAULT_NVME_DISKS,
+    DEFAULT_NVME_SIZE,
     DEFAULT_REGION,
     DEFAULT_SUBNET,
     NETNS_PREFIX,
     NFT_TABLE,
-    SSH_USER,
     LabHost,
     LabPaths,
     LabTopology,
+    check_nvme,
     plan,
 )
 
-REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh", "ssh-keygen", "mount")
+REQUIRED_TOOLS = (
+    "systemd-nspawn",
+    "debootstrap",
+    "ip",
+    "nft",
+    "ssh",
+    "ssh-keygen",
+    "mount",
+    "losetup",
+)
 SSH_READY_SECONDS = 120.0
 DEFAULT_GPU_HOSTS = 3
 DEFAULT_LB_HOSTS = 1
+MAX_PORT = 65535
+REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,16 @@ class UpRequest:
     subnet: str | None = None
     region: str | None = None
     ec2_port: int | None = None
+    nvme_disks: tuple[int, ...] | None = None
+    nvme_size: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot be right before anything is looked at or built."""
+        if self.ec2_port is not None and not 1 <= self.ec2_port <= MAX_PORT:
+            raise LabError(f"--ec2-port {self.ec2_port} is not a TCP port (1 to {MAX_PORT})")
+        if self.region is not None and not REGION_NAME.fullmatch(self.region):
+            raise LabError(f"--region {self.region!r} is not an AWS region name, such as us-east-1")
+        check_nvme(self.nvme_disks or DEFAULT_NVME_DISKS, self.nvme_size or DEFAULT_NVME_SIZE)
 
 
 def check_prerequisites() -> None:
@@ -76,20 +110,7 @@ def _save(paths: LabPaths, topology: LabTopology) -> None:
 
 
 def ssh_argv(paths: LabPaths, host: LabHost) -> list[str]:
-    return [
-        "ssh",
-        "-i",
-        str(paths.ssh_key),
-        "-o",
-        f"UserKnownHostsFile={paths.known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=5",
-        f"{SSH_USER}@{host.address}",
-    ]
+    return ["ssh", "-F", str(paths.ssh_config), host.address]
 
 
 # --- what is there --------------------------------------------------------------------------
@@ -106,6 +127,7 @@ def leftovers(paths: LabPaths) -> list[str]:
         found.append(f"nft table {NFT_TABLE}")
     found += [f"mount {m}" for m in mounts_below(paths.state)]
     found += [f"cgroup {c}" for c in cgroups.lab_cgroups()]
+    found += [f"loop device {d}" for d in disks.lab_loop_devices(paths.state)]
     found += [f"process {pid} ({what})" for pid, what in _lab_processes(paths)]
     return found
 
@@ -114,7 +136,7 @@ def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
     markers = {
         "gpufleet.lab.supervisor": "host supervisor",
         "gpufleet.lab.ec2": "EC2 API",
-        "ollama_standin.registry": "model registry",
+        downloads.REGISTRY_MODULE: "model registry",
     }
     found = []
     for entry in Path("/proc").iterdir():
@@ -143,6 +165,7 @@ def host_status(paths: LabPaths, host: LabHost) -> dict[str, object]:
         "role": host.role,
         "address": host.address,
         "state": "up" if ssh_open else ("booting" if supervised else "down"),
+        "nvme": disks.names_inside(host),
         "last_event": history[-1] if history else "",
         "reboots": sum(line.endswith("(reboot)") for line in history),
     }
@@ -163,6 +186,8 @@ def status(paths: LabPaths) -> dict[str, object]:
         "region": topology.region,
         "subnet": topology.subnet,
         "inventory": str(paths.inventory_dir),
+        "lab_vars": str(paths.lab_vars),
+        "ssh_config": str(paths.ssh_config),
         "registry": f"http://{topology.gateway}:{topology.registry_port}"
         if topology.registry_port
         else "",
@@ -189,23 +214,28 @@ def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
             DEFAULT_LB_HOSTS if request.lb_hosts is None else request.lb_hosts,
             request.subnet or DEFAULT_SUBNET,
             request.region or DEFAULT_REGION,
+            request.nvme_disks or DEFAULT_NVME_DISKS,
+            request.nvme_size or DEFAULT_NVME_SIZE,
         )
         network.check_subnet_is_free(topology)
         return topology
+    gpu = [h for h in current.hosts if h.role == "gpu"]
     wanted = plan(
-        len([h for h in current.hosts if h.role == "gpu"])
-        if request.gpu_hosts is None
-        else request.gpu_hosts,
-        len([h for h in current.hosts if h.role == "lb"])
-        if request.lb_hosts is None
-        else request.lb_hosts,
+        len(gpu) if request.gpu_hosts is None else request.gpu_hosts,
+        len(current.hosts) - len(gpu) if request.lb_hosts is None else request.lb_hosts,
         request.subnet or current.subnet,
         request.region or current.region,
+        request.nvme_disks or tuple(h.nvme_disks for h in gpu) or DEFAULT_NVME_DISKS,
+        request.nvme_size or current.nvme_size,
     )
-    if wanted.hosts != current.hosts or wanted.region != current.region:
+    if (wanted.hosts, wanted.region, wanted.nvme_size) != (
+        current.hosts,
+        current.region,
+        current.nvme_size,
+    ):
         raise LabError(
             "a lab with another topology is up: run `gpufleet lab down` before "
-            "changing hosts, subnet or region"
+            "changing hosts, subnet, region or NVMe disks"
         )
     if request.ec2_port not in (None, current.ec2_port):
         raise LabError(f"the lab's EC2 API already listens on port {current.ec2_port}")
@@ -234,7 +264,8 @@ def _bring_up_host(
     known_host = hosts.ensure_identity(files, host)
     network.ensure_host_link(topology, host)
     hosts.ensure_overlay(files, lower, topology, host, authorized_key)
-    hosts.start(files, host)
+    loops = disks.ensure(paths, host, topology.nvme_size)
+    hosts.start(files, host, disks.nspawn_options(host, loops))
     return known_host
 
 
@@ -274,30 +305,28 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port)
     ec2.seed(topology)
-    topology, artifacts = _ensure_standins(paths, topology)
+    topology, artifacts = _ensure_downloads(paths, topology)
     inventory.write(paths, topology, artifacts)
     wait_for_ssh(paths, topology, [h.name for h in topology.hosts])
     return topology
 
 
-def _ensure_standins(
+def _ensure_downloads(
     paths: LabPaths, topology: LabTopology
-) -> tuple[LabTopology, standins.Artifacts | None]:
-    """Serve the Ollama stand-in's releases and the lab's models, when the checkout has them."""
-    if not standins.available():
-        return topology, None
-    artifacts: standins.Artifacts = {
-        "ollama": _built_once(paths, "release.json", standins.build_releases),
+) -> tuple[LabTopology, downloads.Artifacts]:
+    """Build what the lab serves its hosts (once) and start serving it on the bridge."""
+    artifacts: downloads.Artifacts = {
+        "ollama": _built_once(paths, "release.json", downloads.build_releases),
         "node_exporter": _built_once(
-            paths, "node_exporter.json", standins.build_node_exporter_archive
+            paths, "node_exporter.json", downloads.build_node_exporter_archive
         ),
-        "cuda_repo": _built_once(paths, "cuda_repo.json", standins.build_cuda_repo),
+        "cuda_repo": _built_once(paths, "cuda_repo.json", downloads.build_cuda_repo),
     }
     if not topology.registry_models:
-        models = os.environ.get("GPUFLEET_LAB_MODELS", standins.DEFAULT_MODELS)
+        models = os.environ.get("GPUFLEET_LAB_MODELS", downloads.DEFAULT_MODELS)
         topology = replace(topology, registry_models=models)
-    if standins.registry_pid(paths) is None:
-        topology = replace(topology, registry_port=standins.start_registry(paths, topology))
+    if downloads.registry_pid(paths) is None:
+        topology = replace(topology, registry_port=downloads.start_registry(paths, topology))
     _save(paths, topology)
     return topology, artifacts
 
@@ -330,6 +359,7 @@ def reset(paths: LabPaths, names: list[str]) -> None:
         hosts.stop(files, host.netns)
         hosts.unmount(files)
         hosts.wipe_overlay(files)
+        disks.wipe(paths, host)
         _bring_up_host(paths, topology, host, lower, authorized_key)
 
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
@@ -351,10 +381,11 @@ def down(paths: LabPaths) -> list[str]:
         )
     kill_all([pid for pid, _what in _lab_processes(paths)])
     ec2.stop_server(paths.ec2_dir)
-    standins.stop_registry(paths)
+    downloads.stop_registry(paths)
     for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):
         run(["umount", "--lazy", str(mount_point)], check=False)
     network.teardown(topology.ip_forward_before if topology else "")
+    disks.detach_below(paths.state)
     cgroups.remove_lab_cgroups()
     remaining = leftovers(paths)
     if not remaining and paths.state.exists():

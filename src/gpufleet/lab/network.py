@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from gpufleet.lab import LabError
-from gpufleet.lab.system import kill_all, processes_in_netns, run, succeeds
+from gpufleet.lab.system import kill_netns_processes, run, succeeds
 from gpufleet.lab.topology import (
     BRIDGE,
     NETNS_PREFIX,
@@ -125,7 +125,7 @@ def nat_present() -> bool:
 def teardown(ip_forward_before: str) -> None:
     """Remove every namespace, veth, the bridge and the NAT table the lab made."""
     for netns in lab_namespaces():
-        kill_all(processes_in_netns(netns))
+        kill_netns_processes(netns)
         run(["ip", "netns", "delete", netns], check=False)
     for veth in lab_veths():
         run(["ip", "link", "delete", veth], check=False)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpufleet.lab import LabError
@@ -70,31 +72,54 @@ def kill_all(pids: list[int]) -> None:
             continue
 
 
-def mounted(path: Path) -> bool:
-    target = str(path)
+def kill_netns_processes(netns: str, grace: float = 5.0) -> None:
+    """SIGKILL every process of a host's namespace and wait up to grace seconds for them."""
+    kill_all(processes_in_netns(netns))
+    wait_until(lambda: not processes_in_netns(netns), grace, interval=0.1)
+
+
+# mountinfo writes a space in a path as \040, and so on.
+OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo: where, what file system, its own options."""
+
+    point: Path
+    fstype: str
+    options: tuple[str, ...]
+
+
+def mounts() -> list[Mount]:
+    found = []
     with Path("/proc/self/mountinfo").open() as mountinfo:
-        return any(line.split()[4] == target for line in mountinfo)
+        for line in mountinfo:
+            before, _, after = line.partition(" - ")
+            fstype, _source, options = after.split()[:3]
+            point = OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), before.split()[4])
+            found.append(Mount(Path(point), fstype, tuple(options.split(","))))
+    return found
+
+
+def mounted(path: Path) -> bool:
+    return any(m.point == path for m in mounts())
 
 
 def mounts_below(path: Path) -> list[Path]:
-    prefix = str(path).rstrip("/") + "/"
-    with Path("/proc/self/mountinfo").open() as mountinfo:
-        points = [line.split()[4] for line in mountinfo]
-    return [Path(p) for p in points if p.startswith(prefix)]
+    return [m.point for m in mounts() if m.point != path and m.point.is_relative_to(path)]
 
 
 def overlay_lower_dirs() -> set[Path]:
     """Lower directories of the overlay mounts in use now."""
-    lowers: set[Path] = set()
-    with Path("/proc/self/mountinfo").open() as mountinfo:
-        for line in mountinfo:
-            fstype, _source, options = line.split(" - ", 1)[1].split()[:3]
-            if fstype != "overlay":
-                continue
-            for option in options.split(","):
-                if option.startswith("lowerdir="):
-                    lowers.update(Path(d) for d in option.removeprefix("lowerdir=").split(":"))
-    return lowers
+    return {
+        Path(lower)
+        for m in mounts()
+        if m.fstype == "overlay"
+        for option in m.options
+        if option.startswith("lowerdir=")
+        for lower in option.removeprefix("lowerdir=").split(":")
+    }
 
 
 def port_in_use(port: int, address: str = "127.0.0.1") -> bool:
@@ -152,6 +177,25 @@ def spawn_daemon(
         )
     pidfile.write_text(f"{proc.pid}\n")
     return proc
+
+
+def start_daemon(
+    argv: list[str],
+    directory: Path,
+    name: str,
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float = 30,
+) -> None:
+    """Start a lab daemon (log and pid as <name>.log and <name>.pid in directory) and wait
+    until ready() says it serves; raise LabError naming it if it exits or stays silent."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / f"{name}.log"
+    proc = spawn_daemon(argv, log, directory / f"{name}.pid")
+    if not wait_until(lambda: proc.poll() is not None or ready(), timeout):
+        raise LabError(f"{what} did not answer within {timeout:.0f} s: see {log}")
+    if proc.poll() is not None:
+        raise LabError(f"{what} exited at start (status {proc.returncode}): see {log}")
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from gpufleet.lab import LabError
@@ -23,6 +24,13 @@ DEFAULT_REGION = "us-east-1"
 GPU_MODELS = ("llama3.1:8b", "llama3.1:8b", "qwen2.5:7b")
 GPU_INSTANCE_TYPES = ("g4dn.xlarge", "g5.xlarge")
 LB_INSTANCE_TYPE = "t3.medium"
+# Instance-store NVMe disks (loop devices) per GPU host, cycled like the types above: a
+# stripe, a single disk and none, the three layouts the model store knows.
+DEFAULT_NVME_DISKS = (2, 1, 0)
+DEFAULT_NVME_SIZE = "4G"
+MAX_NVME_DISKS = 8
+# mkfs.xfs refuses file systems smaller than 300 MiB.
+MIN_NVME_BYTES = 300 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,19 @@ class LabPaths:
         return self.state / "ssh" / "known_hosts"
 
     @property
+    def ssh_config(self) -> Path:
+        """How SSH reaches lab hosts (key, user, pinned host keys), for `ssh -F`."""
+        return self.state / "ssh" / "config"
+
+    @property
     def inventory_dir(self) -> Path:
         return self.state / "inventory"
+
+    @property
+    def lab_vars(self) -> Path:
+        """The lab-to-role contract: the variables the lab hands to playbooks and molecule
+        (where its hosts download Ollama, node exporter and the driver from)."""
+        return self.inventory_dir / "group_vars" / "all" / "lab_vars.yml"
 
     @property
     def ec2_dir(self) -> Path:
@@ -79,6 +98,7 @@ class LabHost:
     lifecycle: str
     pool: str
     model: str = ""
+    nvme_disks: int = 0
 
     @property
     def netns(self) -> str:
@@ -100,6 +120,8 @@ class LabTopology:
     registry_models: str = ""
     # The machine's net.ipv4.ip_forward before the lab turned it on, restored by `lab down`.
     ip_forward_before: str = ""
+    # Size of each GPU host's instance-store disks, as losetup's sparse files take it (4G).
+    nvme_size: str = DEFAULT_NVME_SIZE
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -130,10 +152,18 @@ class LabTopology:
         return cls(**data)
 
 
-def plan(gpu_hosts: int, lb_hosts: int, subnet: str, region: str) -> LabTopology:
+def plan(
+    gpu_hosts: int,
+    lb_hosts: int,
+    subnet: str,
+    region: str,
+    nvme_disks: tuple[int, ...] = DEFAULT_NVME_DISKS,
+    nvme_size: str = DEFAULT_NVME_SIZE,
+) -> LabTopology:
     """Lay out the hosts: GPU hosts first, then load balancers, alternating two AZs.
 
-    The subnet is split in two halves, one per AZ, as two EC2 subnets would be.
+    The subnet is split in two halves, one per AZ, as two EC2 subnets would be. GPU hosts
+    get instance-store disks by nvme_disks, cycled.
     """
     if gpu_hosts < 0 or lb_hosts < 0 or gpu_hosts + lb_hosts == 0:
         raise LabError("the lab needs at least one host: set --gpu-hosts and --lb-hosts >= 0")
@@ -147,6 +177,7 @@ def plan(gpu_hosts: int, lb_hosts: int, subnet: str, region: str) -> LabTopology
     per_az = half - 12
     if (gpu_hosts + lb_hosts + 1) // 2 > per_az:
         raise LabError(f"--subnet {subnet} is too small for {gpu_hosts + lb_hosts} hosts")
+    check_nvme(nvme_disks, nvme_size)
 
     roles = [("gpu", i) for i in range(1, gpu_hosts + 1)] + [
         ("lb", i) for i in range(1, lb_hosts + 1)
@@ -155,8 +186,26 @@ def plan(gpu_hosts: int, lb_hosts: int, subnet: str, region: str) -> LabTopology
     for index, (role, number) in enumerate(roles):
         az_index = index % 2
         address = network.network_address + az_index * half + 10 + index // 2
-        hosts.append(_host(role, number, str(address), az_index))
-    return LabTopology(subnet=str(network), region=region, hosts=hosts)
+        host = _host(role, number, str(address), az_index)
+        if role == "gpu":
+            host = replace(host, nvme_disks=nvme_disks[(number - 1) % len(nvme_disks)])
+        hosts.append(host)
+    return LabTopology(subnet=str(network), region=region, hosts=hosts, nvme_size=nvme_size)
+
+
+def check_nvme(nvme_disks: tuple[int, ...], nvme_size: str) -> None:
+    if not nvme_disks or not all(0 <= n <= MAX_NVME_DISKS for n in nvme_disks):
+        raise LabError(f"--nvme-disks needs counts from 0 to {MAX_NVME_DISKS}, such as 2,1,0")
+    if size_bytes(nvme_size) < MIN_NVME_BYTES:
+        raise LabError(f"--nvme-size {nvme_size} is below the 300M XFS needs")
+
+
+def size_bytes(text: str) -> int:
+    """4G, 512M: a size in bytes, binary units as truncate and losetup take them."""
+    match = re.fullmatch(r"(\d+)([MG])", text)
+    if match is None:
+        raise LabError(f"--nvme-size {text!r} is not a size such as 4G or 512M")
+    return int(match.group(1)) * (1024**3 if match.group(2) == "G" else 1024**2)
 
 
 def _host(role: str, number: int, address: str, az_index: int) -> LabHost:

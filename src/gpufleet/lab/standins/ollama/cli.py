@@ -12,9 +12,9 @@ import sys
 import urllib.error
 import urllib.request
 
-from ollama_standin import STANDIN_NOTICE, VERSION
-from ollama_standin.config import Config, parse_host
-from ollama_standin.server import serve
+from . import STANDIN_NOTICE, VERSION
+from .config import Config, parse_host
+from .server import serve
 
 USAGE = """Usage:
   ollama [flags]

@@ -1,4 +1,5 @@
-"""Build the CUDA repository stand-in: `python -m cuda_repo_standin.build OUT_DIR SOURCES`.
+"""Build the CUDA repository stand-in:
+`python -m gpufleet.lab.standins.cuda_repo.build OUT_DIR SOURCES`.
 
 SOURCES is the text of the apt sources the lab's hosts use (Debian with contrib and
 non-free), so the packages are resolved against exactly what the hosts see.
@@ -23,7 +24,7 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote
 
-from cuda_repo_standin import LABEL, REPO_PATH
+from . import LABEL, REPO_PATH
 
 # What a compute-only host needs; apt adds their dependencies.
 DRIVER_PACKAGES = (
@@ -38,10 +39,14 @@ NON_MAIN_POOL = re.compile(r"/pool/(?:updates/)?(?:contrib|non-free|non-free-fir
 KEY_UID = "gpufleet lab CUDA repository stand-in <cuda-standin@gpufleet.invalid>"
 
 
+class BuildError(RuntimeError):
+    """A step of the build failed; the message names the command and its last words."""
+
+
 def run(argv: list[str], **kwargs: object) -> str:
     out = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
     if out.returncode != 0:
-        sys.exit(f"{' '.join(argv[:3])}... failed: {out.stderr.strip()[-400:]}")
+        raise BuildError(f"{' '.join(argv[:3])}... failed: {out.stderr.strip()[-400:]}")
     return out.stdout
 
 
@@ -205,7 +210,10 @@ def build(out_dir: Path, sources: str) -> dict[str, str]:
 
 def main() -> None:
     out_dir, sources = Path(sys.argv[1]), sys.argv[2]
-    print(json.dumps(build(out_dir, sources)))
+    try:
+        print(json.dumps(build(out_dir, sources)))
+    except BuildError as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

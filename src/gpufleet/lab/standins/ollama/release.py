@@ -16,7 +16,7 @@ import tempfile
 import zipapp
 from pathlib import Path
 
-from ollama_standin import STANDIN_NOTICE, VERSION
+from . import STANDIN_NOTICE, VERSION
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -73,7 +73,8 @@ def build(out_dir: Path, version: str = VERSION) -> tuple[Path, str]:
 
 
 def main() -> None:
-    """`python -m ollama_standin.release OUT_DIR [VERSION]`: build and print one JSON line."""
+    """`python -m gpufleet.lab.standins.ollama.release OUT_DIR [VERSION]`: build, print one
+    JSON line."""
     import json
     import sys
 

@@ -11,13 +11,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
-from ollama_standin import VERSION
-from ollama_standin.config import Config, parse_keep_alive
-from ollama_standin.http11 import Request, Response, serve_connection
-from ollama_standin.names import InvalidName, ModelName
-from ollama_standin.pull import PullError, pull
-from ollama_standin.scheduler import Runner, Scheduler, ServerBusy
-from ollama_standin.store import DigestMismatch, LocalModel, Store, rfc3339
+from . import VERSION
+from .config import Config, api_keep_alive
+from .http11 import Request, Response, serve_connection
+from .names import InvalidName, ModelName
+from .pull import PullError, pull
+from .scheduler import Runner, Scheduler, ServerBusy
+from .store import DigestMismatch, LocalModel, Store, rfc3339
 
 WORDS = [
     "The",
@@ -139,7 +139,7 @@ class OllamaServer:
         if data.get("keep_alive") is None:
             return self.config.keep_alive
         try:
-            return parse_keep_alive(data["keep_alive"])
+            return api_keep_alive(data["keep_alive"])
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from ollama_standin.store import MODEL_MEDIA_TYPE, LocalModel, Store
+from .store import MODEL_MEDIA_TYPE, LocalModel, Store
 
 READ_CHUNK = 8 << 20
 

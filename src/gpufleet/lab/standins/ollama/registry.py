@@ -9,7 +9,7 @@ hundreds of MB to GBs for hydration and swap benchmarks. They carry Ollama's
 layers (model, template, params, license, config) and media types under familiar
 names, so playbooks use the same model names in the lab as in production.
 
-    python -m ollama_standin.registry --listen 10.77.0.1:5000 --model llama3.1:8b=1MB
+    python -m gpufleet.lab.standins.ollama.registry --listen 10.77.0.1:5000 --model llama3.1:8b=1MB
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
-from ollama_standin.names import ModelName
-from ollama_standin.store import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE
+from .names import ModelName
+from .store import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE
 
 BLOCK = 1 << 20
 LLAMA3_TEMPLATE = (

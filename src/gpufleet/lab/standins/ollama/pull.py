@@ -14,8 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from ollama_standin.names import DEFAULT_HOST, ModelName
-from ollama_standin.store import MANIFEST_MEDIA_TYPE, PARTIAL_SUFFIX, DigestMismatch, Store
+from .names import DEFAULT_HOST, ModelName
+from .store import MANIFEST_MEDIA_TYPE, PARTIAL_SUFFIX, DigestMismatch, Store
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 16 << 20

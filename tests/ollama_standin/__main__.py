@@ -1,5 +1,0 @@
-import sys
-
-from ollama_standin.cli import main
-
-sys.exit(main())
