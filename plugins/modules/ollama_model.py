@@ -12,6 +12,9 @@ description:
   - Reads the server's state through C(/api/tags) and C(/api/ps) first and changes
     nothing when the model is already as asked.
   - A failed pull leaves no model behind; Ollama itself removes partial downloads.
+  - A failure names the endpoint and what went wrong (no answer, an HTTP error, a body that
+    is not Ollama's), and reports C(changed) when a step before it did change the server,
+    such as a pull before a failed load.
 author: gpufleet
 version_added: "0.1.0"
 options:
@@ -41,12 +44,16 @@ options:
     default: false
   keep_alive:
     description:
-      - With V(loaded), how long the model stays in memory, as Ollama's C(keep_alive)
-        (C(5m), C(1h), C(-1) for as long as the server runs).
+      - With V(loaded), how long the model stays in memory, as Ollama's C(keep_alive).
+      - A whole number is seconds, sent to Ollama as a JSON number; a negative one, such as
+        the default C(-1), keeps the model loaded for as long as the server runs.
+      - Anything else must be a duration with units (C(5m), C(1h30m)), which Ollama parses
+        with Go's C(time.ParseDuration). Other text is refused before Ollama is called.
     type: str
     default: "-1"
   timeout:
-    description: Seconds a pull or a load may take.
+    description:
+      - Seconds any one call to Ollama may take, a whole pull or load included.
     type: int
     default: 3600
 attributes:
@@ -97,7 +104,12 @@ loaded:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ollama_api import OllamaClient, OllamaError, full_name
+from ansible.module_utils.ollama_api import (
+    OllamaClient,
+    OllamaError,
+    full_name,
+    keep_alive_value,
+)
 
 
 def describe(client: OllamaClient, name: str) -> dict:
@@ -105,8 +117,8 @@ def describe(client: OllamaClient, name: str) -> dict:
     loaded = name in client.loaded_models()
     return {
         "state": ("loaded" if loaded else "present") if local else "absent",
-        "digest": local["digest"] if local else "",
-        "size": local["size"] if local else 0,
+        "digest": local.get("digest", "") if local else "",
+        "size": local.get("size", 0) if local else 0,
         "loaded": loaded,
     }
 
@@ -119,6 +131,17 @@ def plan(before: dict, wanted: str) -> list[str]:
     if wanted == "loaded" and not before["loaded"]:
         steps.append("load")
     return steps
+
+
+def run_step(
+    client: OllamaClient, step: str, name: str, insecure: bool, keep_alive: int | str
+) -> None:
+    if step == "pull":
+        client.pull(name, insecure)
+    elif step == "load":
+        client.load(name, keep_alive)
+    else:
+        client.delete(name)
 
 
 def main() -> None:
@@ -140,23 +163,21 @@ def main() -> None:
     params = module.params
     name = full_name(params["name"])
     host = params["host"] or os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
-    client = OllamaClient(host)
+    done: list[str] = []
     try:
+        keep_alive = keep_alive_value(params["keep_alive"])
+        client = OllamaClient(host, timeout=params["timeout"])
         before = describe(client, name)
         steps = plan(before, params["state"])
         if steps and not module.check_mode:
             for step in steps:
-                if step == "pull":
-                    client.pull(name, params["insecure"], params["timeout"])
-                elif step == "load":
-                    client.load(name, params["keep_alive"], params["timeout"])
-                else:
-                    client.delete(name)
+                run_step(client, step, name, params["insecure"], keep_alive)
+                done.append(step)
             after = describe(client, name)
         else:
             after = dict(before, state=params["state"]) if steps else before
     except OllamaError as exc:
-        module.fail_json(msg=f"ollama_model {name}: {exc}", model=name)
+        module.fail_json(msg=f"ollama_model {name}: {exc}", model=name, changed=bool(done))
     module.exit_json(
         changed=bool(steps),
         model=name,

@@ -2,14 +2,14 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 
 def lab_releases():
     """The Ollama releases the lab serves, newest first."""
-    state = Path(os.environ.get("GPUFLEET_LAB_STATE", "/var/lib/gpufleet-lab"))
-    standins = json.loads((state / "inventory/group_vars/all/lab_standins.yml").read_text())
-    return list(standins["lab_ollama_releases"])
+    lab_vars = json.loads(Path(os.environ["GPUFLEET_LAB_VARS"]).read_text())
+    return list(lab_vars["lab_ollama_releases"])
 
 
 def test_binary_is_linked_to_its_version(host):
@@ -79,3 +79,10 @@ def test_after_two_downgrades_and_an_upgrade_one_previous_version_is_kept(host):
             f"ollama-{oldest}-linux-amd64.tgz",
         ]
     )
+
+
+def test_the_unit_exposes_little(host):
+    """systemd-analyze security rates exposure from 0 (locked down) to 10."""
+    out = host.check_output("systemd-analyze security --no-pager ollama.service")
+    exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+    assert exposure <= 4.5, out
