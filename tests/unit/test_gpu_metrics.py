@@ -1,18 +1,17 @@
 """The GPU metrics collector: nvidia-smi parsing, Ollama's API, real Prometheus text."""
 
-import importlib.util
 import stat
 import sys
 from pathlib import Path
 
 import pytest
+import repo_scripts
+from canned_http import Reply, canned_http
 from prometheus_client.parser import text_string_to_metric_families
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles/gpu_metrics/files/gpufleet_gpu_metrics.py"
+metrics = repo_scripts.load("roles/gpu_metrics/files/gpufleet_gpu_metrics.py")
+SCRIPT = Path(metrics.__file__)
 SAMPLES = Path(__file__).resolve().parent / "nvidia_smi"
-spec = importlib.util.spec_from_file_location("gpufleet_gpu_metrics", SCRIPT)
-metrics = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(metrics)
 
 
 def parsed(text):
@@ -122,3 +121,50 @@ def test_the_file_is_replaced_whole(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["gpufleet.prom", "other.prom"]
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     assert parsed(out.read_text())[("gpufleet_gpu_up", frozenset())] == 1
+
+
+def test_output_that_is_not_utf8_is_read_not_fatal(tmp_path):
+    script = tmp_path / "nvidia-smi"
+    row = b"0, Tesla T4 \xff\xfe, GPU-1, 5, 100, 15360, 40, 30.5, 0, 0\n"
+    script.write_bytes(b"#!/bin/sh\nprintf '" + row.replace(b"\n", b"\\n") + b"'\n")
+    script.chmod(0o755)
+    values = parsed(metrics.collect(str(script), None))
+    assert values[("gpufleet_gpu_up", frozenset())] == 1
+    (info,) = [labels for name, labels in values if name == "gpufleet_gpu_info"]
+    assert dict(info)["name"].startswith("Tesla T4 ")
+
+
+@pytest.mark.parametrize(
+    ("tags", "ps", "up"),
+    [
+        (b'{"models": "none"}', b'{"models": []}', 0),
+        (b"[]", b'{"models": []}', 0),
+        (b"<html>proxy error</html>", b'{"models": []}', 0),
+        (b'{"models": [{"name": 5}, {"size": 1}]}', b'{"models": null}', 1),
+        (b'{"models": [{"name": "a:1", "size": "big"}]}', b'{"models": [{"name": "a:1"}]}', 1),
+    ],
+)
+def test_unexpected_ollama_answers_are_not_fatal(tags, ps, up):
+    replies = {"/api/tags": Reply(tags), "/api/ps": Reply(ps)}
+    with canned_http(replies) as url:
+        values = parsed(metrics.collect("/nonexistent/nvidia-smi", url))
+    assert values[("gpufleet_ollama_up", frozenset())] == up
+    named = {dict(labels).get("model") for name, labels in values if "model" in dict(labels)}
+    assert named <= {"a:1"}
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_says_why(tmp_path):
+    import subprocess
+
+    textfile = tmp_path / "textfile"
+    (textfile / "gpufleet.prom").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output", str(textfile / "gpufleet.prom")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("gpufleet_gpu_metrics: cannot write ")
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in textfile.iterdir()] == ["gpufleet.prom"]

@@ -2,6 +2,7 @@
 plain HTTP on gpu-2, TLS with basic auth on lb-1."""
 
 import json
+import re
 import time
 
 import pytest
@@ -100,3 +101,10 @@ def test_tls_host_keeps_its_key_from_other_users(host):
         web = host.file("/etc/node_exporter/web.yml")
         assert (web.user, web.group, web.mode) == ("root", "node-exp", 0o640)
     assert not host.file("/etc/node_exporter/tls/node_exporter.key").is_file
+
+
+def test_the_unit_exposes_little(host):
+    """systemd-analyze security rates exposure from 0 (locked down) to 10."""
+    out = host.check_output("systemd-analyze security --no-pager node_exporter.service")
+    exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+    assert exposure <= 4.5, out

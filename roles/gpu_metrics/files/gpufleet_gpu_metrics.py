@@ -4,8 +4,11 @@
 Run every 15 s by a systemd timer. Reads per-GPU utilisation, memory, temperature,
 power and ECC errors from `nvidia-smi --query-gpu ... --format=csv`, the loaded
 models and their memory from Ollama's /api/ps, and the models on disk from
-/api/tags. No GPU or no driver gives `gpufleet_gpu_up 0`, not a failure. The file
-is written to a temporary name and renamed, so node exporter never reads half of it.
+/api/tags. No GPU or no driver gives `gpufleet_gpu_up 0`, and an Ollama that does not
+answer, or answers something other than its documented JSON, `gpufleet_ollama_up 0`:
+neither is a failure. The file is written to a temporary name and renamed, so node
+exporter never reads half of it; a failed write leaves no temporary file behind and
+exits 1 with one line.
 
     gpufleet_gpu_metrics.py --output /var/lib/node_exporter/textfile/gpufleet.prom \
         --ollama http://10.0.1.5:11434
@@ -19,6 +22,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -118,6 +122,8 @@ def read_gpus(nvidia_smi: str) -> list[dict[str, object]] | None:
             [nvidia_smi, f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
+            # A GPU name in another encoding must not stop the metrics.
+            errors="replace",
             timeout=10,
             check=False,
         )
@@ -129,42 +135,41 @@ def read_gpus(nvidia_smi: str) -> list[dict[str, object]] | None:
     return gpus or None
 
 
-def ollama_get(base_url: str, path: str) -> dict | None:
+def ollama_models(base_url: str, path: str) -> list[dict] | None:
+    """The named models of /api/ps or /api/tags; None when Ollama does not answer with the
+    documented shape, {"models": [{"name": ...}, ...]}."""
     try:
         with urllib.request.urlopen(base_url.rstrip("/") + path, timeout=5) as response:  # noqa: S310
-            return json.load(response)
+            answer = json.load(response)
     except (OSError, ValueError):
         return None
+    if not isinstance(answer, dict):
+        return None
+    # Go writes an empty list as null.
+    models = answer.get("models") or []
+    if not isinstance(models, list):
+        return None
+    return [m for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)]
+
+
+def _bytes(model: dict, field: str) -> float:
+    value = model.get(field, 0)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def ollama_samples(base_url: str) -> list[tuple[str, dict[str, object], float]]:
-    running, local = ollama_get(base_url, "/api/ps"), ollama_get(base_url, "/api/tags")
+    running, local = ollama_models(base_url, "/api/ps"), ollama_models(base_url, "/api/tags")
     up = running is not None and local is not None
     samples: list[tuple[str, dict[str, object], float]] = [("gpufleet_ollama_up", {}, float(up))]
     if not up:
         return samples
-    for model in running.get("models", []):
+    for model in running:
+        labels = {"model": model["name"]}
+        samples.append(("gpufleet_ollama_model_loaded_bytes", labels, _bytes(model, "size")))
+        samples.append(("gpufleet_ollama_model_vram_bytes", labels, _bytes(model, "size_vram")))
+    for model in local:
         samples.append(
-            (
-                "gpufleet_ollama_model_loaded_bytes",
-                {"model": model["name"]},
-                float(model.get("size", 0)),
-            )
-        )
-        samples.append(
-            (
-                "gpufleet_ollama_model_vram_bytes",
-                {"model": model["name"]},
-                float(model.get("size_vram", 0)),
-            )
-        )
-    for model in local.get("models", []):
-        samples.append(
-            (
-                "gpufleet_ollama_model_disk_bytes",
-                {"model": model["name"]},
-                float(model.get("size", 0)),
-            )
+            ("gpufleet_ollama_model_disk_bytes", {"model": model["name"]}, _bytes(model, "size"))
         )
     return samples
 
@@ -188,12 +193,17 @@ def render(samples: list[tuple[str, dict[str, object], float]]) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside path and rename it; on failure remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    Path(temporary).chmod(0o644)
-    Path(temporary).replace(path)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        Path(temporary).chmod(0o644)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def collect(nvidia_smi: str, ollama_url: str | None) -> str:
@@ -212,7 +222,10 @@ def main() -> None:
     parser.add_argument("--ollama", help="Ollama's base URL, such as http://10.0.1.5:11434")
     parser.add_argument("--nvidia-smi", default="nvidia-smi", help="nvidia-smi to run")
     args = parser.parse_args()
-    write_atomically(args.output, collect(args.nvidia_smi, args.ollama))
+    try:
+        write_atomically(args.output, collect(args.nvidia_smi, args.ollama))
+    except OSError as exc:
+        sys.exit(f"gpufleet_gpu_metrics: cannot write {args.output}: {exc}")
 
 
 if __name__ == "__main__":
