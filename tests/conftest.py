@@ -1,4 +1,5 @@
-"""Fixtures shared by the test folders: the lab model registry and Ollama stand-ins.
+"""Fixtures shared by the test folders: the lab model registry, Ollama stand-ins, and a real
+moto server on loopback for the code that calls AWS.
 
 Helpers live in modules with their own names (standin_server, and each folder's),
 never in conftest.py, so folders can run in one pytest session.
@@ -6,12 +7,15 @@ never in conftest.py, so folders can run in one pytest session.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ollama_standin.registry import Registry
+from moto.server import ThreadedMotoServer
 from standin_server import SMALL, StandIn, start_standin
+
+from gpufleet.lab.standins.ollama.registry import Registry
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +34,19 @@ def standin(tmp_path: Path, registry: str) -> Iterator[StandIn]:
     server = start_standin(tmp_path / "models", registry)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_url: str) -> str:
+    """The moto endpoint, emptied before each test."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"))
+    return moto_url

@@ -7,10 +7,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
-from gpufleet import __version__
-from gpufleet.lab import LabError, lab
-from gpufleet.lab.topology import LabPaths
+from gpufleet import __version__, ami, bake
+from gpufleet.bake import BakeError
+from gpufleet.lab import LabError, bake_host, lab
+from gpufleet.lab.topology import LabPaths, LabTopology
 
 EXIT_DEGRADED = 1
 EXIT_ABSENT = 3
@@ -29,16 +31,145 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--subnet", help="private IPv4 subnet of the lab bridge (default 10.77.0.0/24)")
     up.add_argument("--region", help="EC2 region the API reports the hosts in (default us-east-1)")
     up.add_argument("--ec2-port", type=int, help="port of the local EC2 API (default: a free one)")
+    up.add_argument(
+        "--nvme-disks",
+        help="instance-store NVMe disks per GPU host, cycled over them: 2 for every host, "
+        "or 2,1,0 (the default: a stripe, one disk, none)",
+    )
+    up.add_argument("--nvme-size", help="size of each NVMe disk, a sparse file (default 4G)")
 
+    _bake_parsers(commands)
     actions.add_parser("down", help="remove every host, mount, namespace, rule and process")
     status = actions.add_parser("status", help="show the lab; exit 0 up, 1 degraded, 3 absent")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     reset = actions.add_parser("reset", help="give hosts a fresh disk (all hosts if none named)")
     reset.add_argument("hosts", nargs="*", metavar="HOST")
+    lab_bake = actions.add_parser(
+        "bake", help="bake a GPU host as the image is (Packer, bake.yml, sysprep, audit)"
+    )
+    lab_bake.add_argument("host", metavar="HOST")
+    lab_bake.add_argument(
+        "--models",
+        default="",
+        help="models to preload, comma-separated (default: the host's gpufleet:model tag)",
+    )
     ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
     ssh.add_argument("host", metavar="HOST")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND")
     return parser
+
+
+def _bake_parsers(commands: argparse._SubParsersAction) -> None:
+    bake_parser = commands.add_parser(
+        "bake", help="build the GPU image with Packer (init, validate, build) and publish it"
+    )
+    bake_parser.add_argument(
+        "--only",
+        choices=bake.SOURCES,
+        default=bake.SOURCES[0],
+        help=f"the source to build (default {bake.SOURCES[0]})",
+    )
+    bake_parser.add_argument(
+        "--var", action="append", default=[], metavar="NAME=VALUE", help="a template variable"
+    )
+    bake_parser.add_argument("--var-file", type=Path, help="a .pkrvars.hcl file of variables")
+    bake_parser.add_argument(
+        "--manifest", type=Path, default=Path("packer-manifest.json"), help="Packer's manifest"
+    )
+    bake_parser.add_argument("--packer", default="packer", help="the packer to run")
+    bake_parser.add_argument(
+        "--ssm-parameter", default=ami.PARAMETER, help="parameter naming the newest image"
+    )
+    bake_parser.add_argument(
+        "--no-publish", action="store_true", help="build only; leave the parameter as it is"
+    )
+    ami_parser = commands.add_parser("ami", help="publish and prune the baked images")
+    ami_actions = ami_parser.add_subparsers(dest="action", required=True)
+    publish = ami_actions.add_parser(
+        "publish", help="write a bake's images to their regions' SSM parameter"
+    )
+    publish.add_argument("--manifest", type=Path, default=Path("packer-manifest.json"))
+    publish.add_argument("--ssm-parameter", default=ami.PARAMETER)
+    prune = ami_actions.add_parser(
+        "prune", help="deregister old images and delete their snapshots, keeping the newest"
+    )
+    prune.add_argument("--keep", type=int, required=True, help="newest images to keep, 1 or more")
+    prune.add_argument("--role", default="gpu", help="the images' gpufleet:role (default gpu)")
+    prune.add_argument(
+        "--region", action="append", default=[], help="region (repeatable; default AWS_REGION)"
+    )
+    prune.add_argument("--ssm-parameter", default=ami.PARAMETER)
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+
+
+def _bake(args: argparse.Namespace) -> int:
+    variables = {}
+    for assignment in args.var:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise BakeError(f"--var {assignment!r} is not NAME=VALUE")
+        variables[name] = value
+    request = bake.BakeRequest(
+        source=args.only,
+        variables=variables,
+        var_file=args.var_file,
+        manifest=args.manifest,
+        packer=args.packer,
+    )
+    started = time.monotonic()
+    bake.bake(request)
+    print(f"bake: built in {time.monotonic() - started:.0f} s; manifest {args.manifest}")
+    if not args.no_publish:
+        _publish(args.manifest, args.ssm_parameter)
+    return 0
+
+
+def _publish(manifest: Path, parameter: str) -> None:
+    baked = ami.read_manifest(manifest)
+    if not baked.images:
+        print("bake: the manifest names no image (a build over SSH): nothing to publish")
+        return
+    published = ami.publish(baked, parameter)
+    name = ami.parameter_name(parameter, baked.role)
+    for region, image in published.items():
+        print(f"bake: {region} {image} published in {name}")
+    # The bake workflow's output: the image ids by region.
+    outputs = os.environ.get("GITHUB_OUTPUT")
+    if outputs:
+        with Path(outputs).open("a") as out:
+            out.write(f"ami_ids={json.dumps(published)}\n")
+
+
+def _ami(args: argparse.Namespace) -> int:
+    if args.action == "publish":
+        _publish(args.manifest, args.ssm_parameter)
+        return 0
+    if args.keep < 1:
+        raise ami.AmiError(f"--keep {args.keep}: keep at least the newest image")
+    default = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    regions = args.region or ([default] if default else [])
+    if not regions:
+        raise ami.AmiError("no region: give --region or set AWS_REGION")
+    for region in regions:
+        verdicts = ami.plan_prune(region, args.role, args.keep, args.ssm_parameter)
+        for verdict in verdicts:
+            print(f"{region}  {verdict}")
+        if not args.dry_run:
+            ami.prune(region, verdicts)
+        gone = sum(not v.keep for v in verdicts)
+        done = "would go" if args.dry_run else "deregistered, with their snapshots"
+        print(f"{region}: {len(verdicts) - gone} kept, {gone} {done}")
+    return 0
+
+
+def disk_counts(spec: str | None) -> tuple[int, ...] | None:
+    """--nvme-disks 2,1,0 as (2, 1, 0)."""
+    if spec is None:
+        return None
+    try:
+        return tuple(int(count) for count in spec.split(","))
+    except ValueError:
+        raise LabError(f"--nvme-disks {spec!r} is not a count or counts such as 2,1,0") from None
 
 
 def _print_status(report: dict[str, object]) -> None:
@@ -47,9 +178,10 @@ def _print_status(report: dict[str, object]) -> None:
         if key in report:
             print(f"  {key.replace('_', ' ')}: {report[key]}")
     for host in report["hosts"]:  # type: ignore[attr-defined]
+        disks = f"nvme {len(host['nvme'])}" if host.get("nvme") else ""
         print(
             f"  {host['name']:<8} {host['role']:<4} {host['address']:<15} {host['state']:<8} "
-            f"{host['last_event']}"
+            f"{disks:<7} {host['last_event']}"
         )
     for piece in report.get("leftovers", []):  # type: ignore[attr-defined]
         print(f"  leftover: {piece}")
@@ -59,7 +191,13 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
     if args.action == "up":
         started = time.monotonic()
         request = lab.UpRequest(
-            args.gpu_hosts, args.lb_hosts, args.subnet, args.region, args.ec2_port
+            args.gpu_hosts,
+            args.lb_hosts,
+            args.subnet,
+            args.region,
+            args.ec2_port,
+            disk_counts(args.nvme_disks),
+            args.nvme_size,
         )
         topology = lab.up(paths, request)
         elapsed = time.monotonic() - started
@@ -87,17 +225,33 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
     topology = lab.load(paths)
     if topology is None:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
+    if args.action == "bake":
+        return _lab_bake(paths, topology, args.host, args.models)
     argv = [*lab.ssh_argv(paths, topology.host(args.host)), *args.remote_command]
     os.execvp(argv[0], argv)  # noqa: S606 - replaces this process with the operator's ssh session
+    return 0
+
+
+def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) -> int:
+    chosen = [m for m in models.split(",") if m] or [topology.host(name).model]
+    request = bake_host.bake_request(paths, topology, name, chosen)
+    started = time.monotonic()
+    bake.bake(request)
+    print(f"lab bake: {name} baked in {time.monotonic() - started:.0f} s; `lab reset {name}` next")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "bake":
+            return _bake(args)
+        if args.command == "ami":
+            return _ami(args)
         return _lab(args, LabPaths.from_environment())
-    except LabError as exc:
-        print(f"gpufleet {args.command} {args.action}: {exc}", file=sys.stderr)
+    except (LabError, BakeError, ami.AmiError) as exc:
+        where = " ".join(filter(None, [args.command, getattr(args, "action", "")]))
+        print(f"gpufleet {where}: {exc}", file=sys.stderr)
         return 2
 
 

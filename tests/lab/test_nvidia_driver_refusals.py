@@ -1,5 +1,6 @@
 """nvidia_driver refuses what it cannot do on a real host, names the variable and installs
-no driver: a repository key with the wrong fingerprint, a branch the source lacks."""
+no driver: a repository key with the wrong fingerprint, a branch the source lacks, a host
+with no kernel to build the module for."""
 
 import subprocess
 
@@ -7,6 +8,8 @@ import pytest
 from labctl import REPO, gpufleet, on_host
 
 HOST = "gpu-2"
+# Lab hosts boot the machine's kernel and have none in /boot, as the molecule scenario says.
+A_KERNEL = '{"nvidia_driver_kernel_packages": ["linux-image-amd64"]}'
 PLAYBOOK = """
 - name: Apply nvidia_driver
   hosts: {host}
@@ -23,8 +26,8 @@ def apply_role(lab, tmp_path):
     playbook = tmp_path / "nvidia_driver.yml"
     playbook.write_text(PLAYBOOK.format(host=HOST))
 
-    def run(*extra_vars: str) -> str:
-        command = ["ansible-playbook", "-i", lab["inventory"], str(playbook)]
+    def run(*extra_vars: str, kernel: str = A_KERNEL) -> str:
+        command = ["ansible-playbook", "-i", lab["inventory"], str(playbook), "-e", kernel]
         for assignment in extra_vars:
             command += ["-e", assignment]
         result = subprocess.run(
@@ -63,5 +66,13 @@ def test_a_branch_debian_does_not_ship_is_refused_before_touching_the_host(apply
     output = apply_role("nvidia_driver_branch=580")
     assert "driver branch 535 only, not nvidia_driver_branch 580" in output
     assert "set nvidia_driver_source: cuda for other branches" in output
+    assert not on_host(HOST, "ls /etc/apt/sources.list.d").strip()
+    assert_no_driver_installed()
+
+
+def test_a_host_without_a_kernel_is_refused_before_touching_it(apply_role):
+    output = apply_role(kernel='{"nvidia_driver_kernel_packages": []}')
+    assert f"{HOST} has no kernel in /boot, so no driver module would be built" in output
+    assert "name the kernel the image boots in nvidia_driver_kernel_packages" in output
     assert not on_host(HOST, "ls /etc/apt/sources.list.d").strip()
     assert_no_driver_installed()

@@ -33,6 +33,11 @@ SHA = "a" * 64
         ("ollama", f"ollama_release_sha256={SHA} ollama_version=latest", "ollama_version"),
         ("nvidia_driver", "nvidia_driver_source=runfile", "nvidia_driver_source"),
         ("nvidia_driver", "nvidia_driver_module_flavor=closed", "nvidia_driver_module_flavor"),
+        (
+            "nvidia_driver",
+            "nvidia_driver_source=distribution",
+            "nvidia_driver_module_flavor is auto",
+        ),
         ("node_exporter", "node_exporter_archive_sha256=nope", "node_exporter_archive_sha256"),
         ("node_exporter", "node_exporter_install_method=snap", "node_exporter_install_method"),
         (
@@ -40,6 +45,10 @@ SHA = "a" * 64
             f"node_exporter_archive_sha256={SHA} node_exporter_tls_cert_file=/c",
             "node_exporter_tls_key_file",
         ),
+        ("model_store", '{"model_store_models": ["llama3.1:8b", "Llama 3"]}', "['Llama 3']"),
+        ("model_store", '{"model_store_models": "llama3.1:8b"}', "model_store_models"),
+        ("model_store", "model_store_raid_backend=lvm", "model_store_raid_backend"),
+        ("model_store", "model_store_copy_workers=many", "model_store_copy_workers"),
     ],
 )
 def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, bad_vars, named):

@@ -1,0 +1,112 @@
+"""The bake's real provisioning chain on a throwaway lab host: `gpufleet lab bake` runs Packer's
+ssh source (Debian's Packer 1.6.6, the template staged without its required_plugins block)
+with the same provisioners as the AMI build: playbooks/bake.yml, sysprep last, then the image
+audit in Packer's still-open session. Afterwards the host's disk is audited again from
+outside, as one would read the image's snapshot: sysprep removed the keys SSH would need."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import repo_scripts
+from labctl import gpufleet
+
+from gpufleet.lab.topology import LabPaths
+
+pytestmark = pytest.mark.lab_after_scenarios
+audit = repo_scripts.load("packer/image_audit.py")
+HOST = "gpu-3"
+MODELS = ["qwen2.5:7b", "nomic-embed-text"]
+
+
+def read_lines_as_they_come(process):
+    """Each output line with the second it arrived."""
+    started = time.monotonic()
+    for line in process.stdout:
+        yield time.monotonic() - started, line.rstrip("\n")
+
+
+@pytest.fixture(scope="module")
+def baked(lab):
+    """gpu-3 baked as an image would be (`gpufleet lab bake`); given a fresh disk afterwards.
+
+    It starts where the nvidia_driver scenario left gpu-3, with the driver that scenario built
+    from a fresh disk, and proven idempotent, and so builds the driver once per run, not
+    twice; every other role converges from fresh. Run alone, it bakes a fresh gpu-3 whole.
+    """
+    argv = [sys.executable, "-m", "gpufleet.cli", "lab", "bake", HOST, "--models", ",".join(MODELS)]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    lines = list(read_lines_as_they_come(process))
+    status = process.wait(timeout=1800)
+    seconds = time.monotonic() - started
+    manifest = LabPaths.from_environment().state / "bake" / "packer-manifest.json"
+    yield {"status": status, "lines": lines, "seconds": seconds, "manifest": manifest}
+    gpufleet("lab", "reset", HOST)
+
+
+def output(baked):
+    return "\n".join(line for _second, line in baked["lines"])
+
+
+def test_the_bake_succeeds_and_its_audit_finds_the_image_clean(baked):
+    text = output(baked)
+    assert baked["status"] == 0, text[-6000:]
+    assert "PLAY RECAP" in text and "failed=0" in text
+    audit_lines = [line for _s, line in baked["lines"] if "image audit: " in line]
+    assert audit_lines and audit_lines[-1].split("image audit: ", 1)[1].startswith("clean;")
+    manifest = json.loads(baked["manifest"].read_text())
+    assert manifest["builds"][-1]["builder_type"] == "null"
+    print(f"bake on {HOST}: {baked['seconds']:.0f} s; {audit_lines[-1]}")
+
+
+def test_packers_output_is_streamed_as_it_comes(baked):
+    """The first play starts minutes before the bake ends, and is seen then, not at the end."""
+    # Packer prefixes each line of the provisioner's output with the build's name.
+    first_play = next(second for second, line in baked["lines"] if ": PLAY [" in line)
+    assert baked["seconds"] - first_play > 60
+
+
+def merged():
+    return LabPaths.from_environment().host_dir(HOST) / "merged"
+
+
+def test_the_images_disk_read_from_outside_is_clean_and_holds_the_bake(baked):
+    image = merged()
+    findings, used = audit.audit(audit.Image(image), [])
+    assert findings == []
+    assert (image / "etc/machine-id").read_text() == ""
+    assert not list((image / "etc/ssh").glob("ssh_host_*"))
+    assert not (image / "home/admin/.ssh/authorized_keys").exists()
+    seed = json.loads((image / "opt/gpufleet/models-seed/gpufleet-seed.json").read_text())
+    assert sorted(seed["models"]) == sorted(f"{m}:latest" if ":" not in m else m for m in MODELS)
+    assert list(image.glob("lib/modules/*/updates/dkms/nvidia-current.ko"))
+    assert (image / "etc/systemd/system/gpufleet-ssh-host-keys.service").exists()
+    print(f"the image's files take {used / 1e9:.2f} GB")
+
+
+def test_the_audit_from_outside_fails_on_what_must_not_be_there(baked):
+    planted = merged() / "home/admin/.aws/credentials"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("[default]\naws_access_key_id = AKIA0000000000000000\n")
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(repo_scripts.REPO / "packer/image_audit.py"),
+                "--root",
+                str(merged()),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        planted.unlink()
+        planted.parent.rmdir()
+    assert result.returncode == 1
+    assert "image audit: /home/admin/.aws/credentials: AWS credentials" in result.stdout
