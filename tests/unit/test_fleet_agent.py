@@ -1,0 +1,116 @@
+"""The fleet agent: its verdicts, the lines HAProxy's agent-check reads, IMDSv2 reads."""
+
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+import repo_scripts
+
+from gpufleet.lab.standins import imds as imds_standin
+
+agent = repo_scripts.load("roles/fleet_agent/files/gpufleet_fleet_agent.py")
+
+LLAMA = "llama3.1:8b"
+
+
+def seen(**fields):
+    base = {"models_on_disk": {LLAMA}, "models_loaded": {LLAMA}}
+    return agent.Observation(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("observation", "reason"),
+    [
+        (seen(flag=True), "maintenance flag is set"),
+        (
+            seen(spot_action={"action": "terminate", "time": "2026-11-23T02:00:00Z"}),
+            "spot interruption: terminate at 2026-11-23T02:00:00Z",
+        ),
+        (seen(rebalance={"noticeTime": "2026-11-23T01:58:00Z"}), "rebalance recommendation"),
+        (seen(ollama_error="connection refused"), "Ollama is unhealthy: connection refused"),
+        (seen(models_on_disk=set()), f"expected model {LLAMA} is missing"),
+    ],
+)
+def test_each_reason_drains_the_host_and_is_named(observation, reason):
+    verdict = agent.decide(observation, [LLAMA], cold_weight=10)
+    assert (verdict.state, verdict.weight) == ("drain", 0)
+    assert any(r.startswith(reason) for r in verdict.reasons), verdict.reasons
+    assert agent.agent_reply(verdict, say_ready=True) == "drain\n"
+
+
+def test_a_cold_host_is_ready_at_low_weight_and_a_warm_one_at_full():
+    cold = agent.decide(seen(models_loaded=set()), [LLAMA], cold_weight=10)
+    assert (cold.state, cold.weight) == ("ready", 10)
+    warm = agent.decide(seen(), [LLAMA], cold_weight=10)
+    assert (warm.state, warm.weight, warm.reasons) == ("ready", 100, [])
+
+
+def test_a_name_without_a_tag_is_ollamas_latest():
+    verdict = agent.decide(
+        seen(models_on_disk={"nomic-embed-text:latest"}), ["nomic-embed-text"], 10
+    )
+    assert verdict.state == "ready"
+
+
+def test_ready_is_said_only_in_its_window_so_runtime_drains_stay():
+    """HAProxy ends any drain, its runtime API's included, when an agent says `ready`."""
+    verdict = agent.Verdict("ready", 100)
+    assert agent.agent_reply(verdict, say_ready=True) == "ready 100%\n"
+    assert agent.agent_reply(verdict, say_ready=False) == "100%\n"
+
+
+def test_the_end_of_its_own_drain_opens_the_ready_window():
+    running = agent.Agent(
+        agent.parse_args(
+            [
+                "--agent-listen",
+                "127.0.0.1:1",
+                "--http-listen",
+                "127.0.0.1:2",
+                "--ollama",
+                "http://127.0.0.1:3",
+                "--flag",
+                "/nonexistent",
+                "--ready-window",
+                "0",
+            ]
+        )
+    )
+    running.settle(agent.Verdict("ready", 100))
+    running.settle(agent.Verdict("drain", 0, ["maintenance flag is set"]))
+    assert running.reply() == "drain\n"
+    running.args.ready_window = 60
+    running.settle(agent.Verdict("ready", 100))
+    assert running.reply() == "ready 100%\n"
+
+
+@pytest.fixture
+def imds(tmp_path):
+    notices = tmp_path / "notices"
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), imds_standin.handler(notices, imds_standin.Tokens())
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield notices, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_imds_has_no_notice_until_one_is_given_then_keeps_it(imds):
+    notices, url = imds
+    reader = agent.Imds(url)
+    assert reader.notice(agent.SPOT_ACTION_PATH) is None
+    given = imds_standin.give_notice(notices, "127.0.0.1", "spot")
+    assert reader.notice(agent.SPOT_ACTION_PATH) == given
+    assert given["action"] == "terminate" and given["time"].endswith("Z")
+    assert reader.notice(agent.REBALANCE_PATH) is None
+
+
+def test_an_expired_token_is_replaced(imds):
+    notices, url = imds
+    reader = agent.Imds(url)
+    reader.notice(agent.REBALANCE_PATH)
+    stale = "never-issued"
+    reader.token = stale
+    imds_standin.give_notice(notices, "127.0.0.1", "rebalance")
+    assert "noticeTime" in reader.notice(agent.REBALANCE_PATH)
+    assert reader.token not in (stale, "")
