@@ -12,7 +12,8 @@ from pathlib import Path
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
 from gpufleet.lab import LabError, bake_host, lab
-from gpufleet.lab.topology import LabPaths, LabTopology
+from gpufleet.lab.standins import imds
+from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
 
 EXIT_DEGRADED = 1
 EXIT_ABSENT = 3
@@ -53,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="models to preload, comma-separated (default: the host's gpufleet:model tag)",
     )
+    notice = actions.add_parser(
+        "spot-notice", help="give a host a spot interruption notice from the lab's IMDS"
+    )
+    notice.add_argument("host", metavar="HOST")
+    notice.add_argument(
+        "--rebalance", action="store_true", help="a rebalance recommendation instead"
+    )
+    notice.add_argument("--clear", action="store_true", help="take the host's notices back")
     ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
     ssh.add_argument("host", metavar="HOST")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND")
@@ -227,6 +236,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
     if args.action == "bake":
         return _lab_bake(paths, topology, args.host, args.models)
+    if args.action == "spot-notice":
+        return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
     argv = [*lab.ssh_argv(paths, topology.host(args.host)), *args.remote_command]
     os.execvp(argv[0], argv)  # noqa: S606 - replaces this process with the operator's ssh session
     return 0
@@ -238,6 +249,17 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
     started = time.monotonic()
     bake.bake(request)
     print(f"lab bake: {name} baked in {time.monotonic() - started:.0f} s; `lab reset {name}` next")
+    return 0
+
+
+def _spot_notice(paths: LabPaths, host: LabHost, rebalance: bool, clear: bool) -> int:
+    notices = paths.imds_dir / "notices"
+    if clear:
+        imds.clear_notices(notices, host.address)
+        print(f"lab spot-notice: {host.name} has no notice")
+        return 0
+    document = imds.give_notice(notices, host.address, "rebalance" if rebalance else "spot")
+    print(f"lab spot-notice: {host.name} sees {json.dumps(document)}")
     return 0
 
 

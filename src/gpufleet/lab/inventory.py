@@ -101,4 +101,6 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "lab_nvme_devices": {h.name: disks.names_inside(h) for h in topology.hosts},
         "model_store_nvme_devices": "{{ lab_nvme_devices[inventory_hostname] | default([]) }}",
         "model_store_raid_backend": "btrfs",
+        # The lab's IMDS stand-in, where `gpufleet lab spot-notice` gives hosts notices.
+        "fleet_agent_imds_url": f"http://{topology.gateway}:{topology.imds_port}",
     }

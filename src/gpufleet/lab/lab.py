@@ -23,6 +23,7 @@ from gpufleet.lab import (
     network,
     rootfs,
 )
+from gpufleet.lab.standins import imds
 from gpufleet.lab.system import (
     free_port,
     kill_all,
@@ -137,6 +138,7 @@ def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
         "gpufleet.lab.supervisor": "host supervisor",
         "gpufleet.lab.ec2": "EC2 API",
         downloads.REGISTRY_MODULE: "model registry",
+        imds.IMDS_MODULE: "IMDS",
     }
     found = []
     for entry in Path("/proc").iterdir():
@@ -327,6 +329,8 @@ def _ensure_downloads(
         topology = replace(topology, registry_models=models)
     if downloads.registry_pid(paths) is None:
         topology = replace(topology, registry_port=downloads.start_registry(paths, topology))
+    if not imds.running(paths):
+        topology = replace(topology, imds_port=imds.start(paths, topology))
     _save(paths, topology)
     return topology, artifacts
 
@@ -382,6 +386,7 @@ def down(paths: LabPaths) -> list[str]:
     kill_all([pid for pid, _what in _lab_processes(paths)])
     ec2.stop_server(paths.ec2_dir)
     downloads.stop_registry(paths)
+    imds.stop(paths)
     for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):
         run(["umount", "--lazy", str(mount_point)], check=False)
     network.teardown(topology.ip_forward_before if topology else "")

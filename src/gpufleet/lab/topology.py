@@ -84,6 +84,11 @@ class LabPaths:
     def files_dir(self) -> Path:
         return self.state / "registry" / "files"
 
+    @property
+    def imds_dir(self) -> Path:
+        """The IMDS stand-in's log and pid, and its notices: imds/notices/<address>/."""
+        return self.state / "imds"
+
     def host_dir(self, name: str) -> Path:
         return self.state / "hosts" / name
 
@@ -116,6 +121,8 @@ class LabTopology:
     hosts: list[LabHost]
     ec2_port: int = 0
     registry_port: int = 0
+    # The IMDS stand-in every host reads its spot and rebalance notices from.
+    imds_port: int = 0
     # Models the lab registry serves, NAME=SIZE separated by commas.
     registry_models: str = ""
     # The machine's net.ipv4.ip_forward before the lab turned it on, restored by `lab down`.
