@@ -49,6 +49,11 @@ SHA = "a" * 64
         ("model_store", '{"model_store_models": "llama3.1:8b"}', "model_store_models"),
         ("model_store", "model_store_raid_backend=lvm", "model_store_raid_backend"),
         ("model_store", "model_store_copy_workers=many", "model_store_copy_workers"),
+        ("fleet_agent", "fleet_agent_cold_weight=cold", "fleet_agent_cold_weight"),
+        ("fleet_agent", "fleet_agent_cold_weight=0", "fleet_agent_cold_weight must be 1 to 100"),
+        ("fleet_agent", '{"fleet_agent_expected_models": {"a": 1}}', "fleet_agent_expected_models"),
+        ("haproxy", "haproxy_port=http", "haproxy_port"),
+        ("haproxy", "haproxy_gpu_group=role_gpu", "the group role_gpu (haproxy_gpu_group)"),
     ],
 )
 def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, bad_vars, named):

@@ -18,7 +18,7 @@ HAProxy cancels a drain set through its runtime API when an agent says `ready`, 
 says `ready` only for --ready-window seconds after it starts or after its own drain ends,
 and otherwise only the weight. Every change of verdict is logged with its reasons.
 
-    gpufleet_fleet_agent.py --agent-listen 10.0.1.5:11435 --http-listen 10.0.1.5:11436 \
+    gpufleet_fleet_agent.py --agent-listen 10.0.1.5:11440 --http-listen 10.0.1.5:11441 \
         --ollama http://10.0.1.5:11434 --expect-model llama3.1:8b \
         --flag /var/lib/gpufleet-fleet-agent/maintenance --imds http://169.254.169.254
 """
