@@ -23,7 +23,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo test lint unit lab-test clean
 
 help:
-	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, take it down"
+	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 
@@ -67,7 +67,14 @@ demo: deps
 	ansible -i $(LAB_INVENTORY) role_gpu --become -m ansible.builtin.systemd_service \
 		-a 'name=gpufleet-model-store state=started' >/dev/null; \
 	ansible -i $(LAB_INVENTORY) role_gpu --become -m ansible.builtin.command \
-		-a 'journalctl --boot --unit gpufleet-model-store --output cat --grep "hydrated|already on|no instance-store|hydration failed"'
+		-a 'journalctl --boot --unit gpufleet-model-store --output cat --grep "hydrated|already on|no instance-store|hydration failed"'; \
+	echo "--- load balancer: HAProxy on lb-1 sends each request to the hosts of its model"; \
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml; \
+	load_started=$$(date +%s); \
+	gpufleet lab load --models llama3.1:8b,qwen2.5:7b --seconds 10; \
+	echo "--- where those requests landed (backend/server, from HAProxy's log)"; \
+	gpufleet lab ssh lb-1 "sudo journalctl --unit haproxy --since @$$load_started --output cat --grep POST \
+		| grep -oE 'be_[a-z0-9_]+/gpu-[0-9]+' | sort | uniq -c"
 
 lint: deps
 	ruff check .

@@ -12,10 +12,13 @@ from pathlib import Path
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
 from gpufleet.lab import LabError, bake_host, lab
+from gpufleet.lab.load import Load
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
 
 EXIT_DEGRADED = 1
+# Clients reach the LB as they would Ollama.
+LB_PORT = 11434
 EXIT_ABSENT = 3
 
 
@@ -62,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         "--rebalance", action="store_true", help="a rebalance recommendation instead"
     )
     notice.add_argument("--clear", action="store_true", help="take the host's notices back")
+    load = actions.add_parser(
+        "load", help="stream requests through the lab's LB; exit 1 if any failed or was cut"
+    )
+    load.add_argument(
+        "--models", help="models to ask for, comma-separated (default: those GPU hosts serve)"
+    )
+    load.add_argument("--seconds", type=float, default=10.0, help="how long (default 10)")
+    load.add_argument("--concurrency", type=int, default=8, help="streams at once (default 8)")
     ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
     ssh.add_argument("host", metavar="HOST")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND")
@@ -236,6 +247,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
     if args.action == "bake":
         return _lab_bake(paths, topology, args.host, args.models)
+    if args.action == "load":
+        return _lab_load(topology, args.models, args.seconds, args.concurrency)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
     argv = [*lab.ssh_argv(paths, topology.host(args.host)), *args.remote_command]
@@ -250,6 +263,21 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
     bake.bake(request)
     print(f"lab bake: {name} baked in {time.monotonic() - started:.0f} s; `lab reset {name}` next")
     return 0
+
+
+def _lab_load(topology: LabTopology, models: str | None, seconds: float, concurrency: int) -> int:
+    balancers = [h for h in topology.hosts if h.role == "lb"]
+    if not balancers:
+        raise LabError("the lab has no LB host: bring it up with --lb-hosts 1 or more")
+    chosen = models.split(",") if models else sorted({h.model for h in topology.hosts if h.model})
+    running = Load(balancers[0].address, LB_PORT, chosen, concurrency).start()
+    time.sleep(seconds)
+    summary = running.stop().summary()
+    print(
+        f"lab load: {concurrency} streams for {seconds:.0f} s through {balancers[0].name}: "
+        f"{json.dumps(summary)}"
+    )
+    return 1 if summary["failed"] or summary["truncated"] else 0
 
 
 def _spot_notice(paths: LabPaths, host: LabHost, rebalance: bool, clear: bool) -> int:
