@@ -29,6 +29,20 @@ def lab_status() -> dict:
     return json.loads(gpufleet("lab", "status", "--json", check=False).stdout)
 
 
+def ansible_playbook(
+    inventory: str, playbook: str, *extra: str, timeout: float = 1200
+) -> subprocess.CompletedProcess:
+    """ansible-playbook against the lab's inventory, from the repository, as ops run it."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", inventory, playbook, *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=timeout,
+    )
+
+
 def on_host(host: str, command: str, check: bool = True, timeout: float = 300) -> str:
     result = gpufleet("lab", "ssh", host, command, check=False, timeout=timeout)
     if check and result.returncode != 0:

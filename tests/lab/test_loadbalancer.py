@@ -17,7 +17,7 @@ import subprocess
 import time
 
 import pytest
-from labctl import REPO, gpufleet, on_host
+from labctl import REPO, ansible_playbook, gpufleet, on_host
 
 from gpufleet.lab.load import Load, stream_once
 
@@ -31,14 +31,7 @@ FLAG = "/var/lib/gpufleet-fleet-agent/maintenance"
 
 
 def playbook(lab: dict, name: str, *extra: str, check: bool = True) -> str:
-    result = subprocess.run(
-        ["ansible-playbook", "-i", lab["inventory"], f"playbooks/{name}", *extra],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        timeout=1200,
-    )
+    result = ansible_playbook(lab["inventory"], f"playbooks/{name}", *extra)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
         pytest.fail(f"{name} exited {result.returncode}:\n{output[-4000:]}")

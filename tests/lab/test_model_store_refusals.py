@@ -1,9 +1,7 @@
 """A bake that names a model the registry lacks fails, naming the model, and leaves the
 seed without it; the run's exit code says so."""
 
-import subprocess
-
-from labctl import REPO, gpufleet, on_host
+from labctl import ansible_playbook, gpufleet, on_host
 
 HOST = "gpu-3"
 PLAYBOOK = """
@@ -23,14 +21,7 @@ def test_a_model_missing_from_the_registry_fails_the_bake_naming_it(lab, tmp_pat
     gpufleet("lab", "reset", HOST)
     playbook = tmp_path / "bake.yml"
     playbook.write_text(PLAYBOOK.format(host=HOST))
-    result = subprocess.run(
-        ["ansible-playbook", "-i", lab["inventory"], str(playbook)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        timeout=900,
-    )
+    result = ansible_playbook(lab["inventory"], str(playbook), timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "ollama_model no-such-model:1b: POST http://127.0.0.1:11435/api/pull" in output

@@ -2,10 +2,8 @@
 no driver: a repository key with the wrong fingerprint, a branch the source lacks, a host
 with no kernel to build the module for."""
 
-import subprocess
-
 import pytest
-from labctl import REPO, gpufleet, on_host
+from labctl import ansible_playbook, gpufleet, on_host
 
 HOST = "gpu-2"
 # Lab hosts boot the machine's kernel and have none in /boot, as the molecule scenario says.
@@ -27,12 +25,10 @@ def apply_role(lab, tmp_path):
     playbook.write_text(PLAYBOOK.format(host=HOST))
 
     def run(*extra_vars: str, kernel: str = A_KERNEL) -> str:
-        command = ["ansible-playbook", "-i", lab["inventory"], str(playbook), "-e", kernel]
+        extra = ["-e", kernel]
         for assignment in extra_vars:
-            command += ["-e", assignment]
-        result = subprocess.run(
-            command, capture_output=True, text=True, check=False, cwd=REPO, timeout=600
-        )
+            extra += ["-e", assignment]
+        result = ansible_playbook(lab["inventory"], str(playbook), *extra, timeout=600)
         assert result.returncode != 0, result.stdout[-3000:]
         return result.stdout + result.stderr
 
