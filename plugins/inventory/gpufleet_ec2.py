@@ -31,7 +31,9 @@ description:
   - Two instances that get the same hostname are warned about by instance id (an error
     with O(strict)); the inventory keeps the first. A hostname longer than 200 bytes
     (a tag value, say) is shortened to 200 bytes ending in a digest of the whole name,
-    with a warning, so Ansible's fact cache can name a file after it.
+    with a warning, so Ansible's fact cache can name a file after it; for the same
+    reason a C(/) in a hostname (a Name tag such as C(team/gpu-a)) becomes C(_), with a
+    warning.
   - Any failure (credentials rejected, an endpoint that cannot be reached or that answers
     something other than EC2, an unknown option) is one line naming the option, region or
     credential, and fails the inventory; with gpufleet's C(ansible.cfg) that fails the run.
@@ -815,6 +817,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return None
 
     def _short(self, name: str, instance: dict[str, Any]) -> str:
+        if "/" in name:
+            fitted = name.replace("/", "_")
+            self.display.warning(
+                f"gpufleet_ec2: the hostname of {instance['InstanceId']}, {name}, holds a '/', "
+                f"which no fact cache file can be named with; it is listed as {fitted}"
+            )
+            name = fitted
         short = shortened_hostname(name)
         if short != name:
             self.display.warning(

@@ -4,6 +4,7 @@ import json
 import sys
 import time
 
+import pytest
 from ec2_moto import (
     ANSIBLE_PLAYBOOK,
     REGION,
@@ -250,9 +251,17 @@ def test_a_hostname_given_twice_is_named_and_fails_under_strict(moto, tmp_path):
     assert f"gpufleet_ec2: hostname gpu-a is given to {first}, {second}" in strict.stderr
 
 
-def test_a_hostname_too_long_for_the_fact_cache_is_shortened_and_plays_run(moto, tmp_path):
-    long_names = ["x" * 300, "x" * 299 + "y"]
-    for name in long_names:
+@pytest.mark.parametrize(
+    ("tagged", "listed", "warned"),
+    [
+        (["x" * 300, "x" * 299 + "y"], None, "300 bytes, over 200"),
+        (["team/gpu-a", "team/gpu-b"], ["team_gpu-a", "team_gpu-b"], "holds a '/'"),
+    ],
+)
+def test_a_hostname_the_fact_cache_cannot_take_is_fitted_and_plays_run(
+    moto, tmp_path, tagged, listed, warned
+):
+    for name in tagged:
         launch(moto, fleet_tags(name))
     config = source_config(
         moto,
@@ -266,10 +275,11 @@ def test_a_hostname_too_long_for_the_fact_cache_is_shortened_and_plays_run(moto,
     source = write_source(tmp_path, config)
     result = run_inventory(source)
     names = sorted(json.loads(result.stdout)["_meta"]["hostvars"])
-    assert len(names) == 2 and all(len(n.encode()) == 200 for n in names), names
-    assert "hostname of i-" in result.stderr and "300 bytes, over 200" in " ".join(
-        result.stderr.split()
-    )
+    if listed is None:
+        assert len(names) == 2 and all(len(n.encode()) == 200 for n in names), names
+    else:
+        assert names == listed
+    assert "hostname of i-" in result.stderr and warned in " ".join(result.stderr.split())
     playbook = tmp_path / "facts.yml"
     playbook.write_text(
         "- name: Gather facts on every host\n  hosts: all\n  gather_facts: true\n"
