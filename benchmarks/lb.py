@@ -62,7 +62,7 @@ all:
     role_gpu:
       hosts:
         direct:
-          private_ip_address: 127.0.0.1
+          ec2_private_ip: 127.0.0.1
           ec2_tags: {{"gpufleet:model": "{model}"}}
 """
 

@@ -16,10 +16,11 @@ description:
     than the newest image with the same C(gpufleet:role) tag owned by the account in
     C(ami_outdated).
   - Sets per host C(ansible_host) (the private IP unless O(host_address) says
-    otherwise), the instance type, GPU count, GPU model and memory per GPU from a
-    built-in table of EC2 GPU families, lifecycle, AMI id, name and creation date,
-    availability zone, and every tag under C(ec2_tags). Tags are never put in a
-    variable named C(tags), a reserved name in Ansible.
+    otherwise), C(ec2_private_ip) (where the fleet's other hosts reach it), the
+    instance type, GPU count, GPU model and memory per GPU from a built-in table of
+    EC2 GPU families, lifecycle, AMI id, name and creation date, availability zone,
+    and every tag under C(ec2_tags). Tags are never put in a variable named
+    C(tags), a reserved name in Ansible.
   - By default only running and pending instances are listed, unlike
     M(amazon.aws.aws_ec2) which also lists stopped ones. Give an
     C(instance-state-name) filter to change that.
@@ -855,6 +856,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return {
             "ansible_host": _attribute_chain(instance, address_source),
             "ec2_instance_id": instance["InstanceId"],
+            "ec2_private_ip": instance.get("PrivateIpAddress", ""),
             "ec2_region": instance["_region"],
             "ec2_availability_zone": zone,
             "ec2_instance_type": instance_type,

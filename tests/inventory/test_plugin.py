@@ -46,7 +46,8 @@ def test_fleet_groups_and_host_variables(moto, tmp_path):
     assert groups["family_g5"] == ["gpu-b"]
     gpu_b = hostvars(data, "gpu-b")
     described = ec2(moto).describe_instances(InstanceIds=[gpu_b["ec2_instance_id"]])
-    assert gpu_b["ansible_host"] == described["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    private_ip = described["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    assert gpu_b["ansible_host"] == gpu_b["ec2_private_ip"] == private_ip
     assert (gpu_b["ec2_gpu_count"], gpu_b["ec2_gpu_model"], gpu_b["ec2_gpu_memory_gib"]) == (
         4,
         "NVIDIA A10G",
