@@ -1,5 +1,6 @@
 """The fleet agent: its verdicts, the lines HAProxy's agent-check reads, IMDSv2 reads."""
 
+import socket
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -82,6 +83,54 @@ def test_the_end_of_its_own_drain_opens_the_ready_window():
     running.args.ready_window = 60
     running.settle(agent.Verdict("ready", 100))
     assert running.reply() == "ready 100%\n"
+
+
+def test_a_model_backend_gets_maint_from_a_host_that_does_not_serve_its_model():
+    """agent-send names the backend's model; be_default sends nothing and gets the verdict."""
+    ready, drained = agent.Verdict("ready", 100), agent.Verdict("drain", 0, ["flag"])
+    served = [LLAMA, "nomic-embed-text"]
+    assert agent.agent_reply_for("qwen2.5:7b", ready, True, served) == "maint\n"
+    assert agent.agent_reply_for("qwen2.5:7b", drained, False, served) == "maint\n"
+    assert agent.agent_reply_for(LLAMA, ready, False, served) == "100%\n"
+    assert agent.agent_reply_for("nomic-embed-text:latest", drained, True, served) == "drain\n"
+    assert agent.agent_reply_for("", ready, True, []) == "ready 100%\n"
+
+
+def test_the_agent_check_reads_agent_send_and_answers_each_backend():
+    running = agent.Agent(
+        agent.parse_args(
+            [
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--ollama",
+                "http://127.0.0.1:3",
+                "--flag",
+                "/nonexistent",
+                "--expect-model",
+                LLAMA,
+                "--ready-window",
+                "0",
+            ]
+        )
+    )
+    running.settle(agent.Verdict("ready", 100))
+    server = agent.serve_agent_check(running, ("127.0.0.1", 0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def ask(sent: bytes) -> bytes:
+        with socket.create_connection(server.server_address, timeout=5) as connection:
+            connection.sendall(sent)
+            return connection.recv(100)
+
+    try:
+        assert ask(b"qwen2.5:7b\n") == b"maint\n"
+        assert ask(b"llama3.1:8b\n") == b"100%\n"
+        assert ask(b"") == b"100%\n"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

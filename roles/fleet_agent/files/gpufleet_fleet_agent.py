@@ -18,6 +18,11 @@ HAProxy cancels a drain set through its runtime API when an agent says `ready`, 
 says `ready` only for --ready-window seconds after it starts or after its own drain ends,
 and otherwise only the weight. Every change of verdict is logged with its reasons.
 
+A model backend's server line sends the backend's model first (HAProxy's `agent-send`): a
+host that does not serve that model answers `maint`, so a model's backend can list every
+host of its pool and the hosts that serve the model are the ones in it. A model swap moves
+a host between backends by changing --expect-model, without touching the load balancers.
+
     gpufleet_fleet_agent.py --agent-listen 10.0.1.5:11440 --http-listen 10.0.1.5:11441 \
         --ollama http://10.0.1.5:11434 --expect-model llama3.1:8b \
         --flag /var/lib/gpufleet-fleet-agent/maintenance --imds http://169.254.169.254
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import socketserver
 import sys
 import threading
@@ -41,6 +47,9 @@ IMDS_TOKEN_TTL = 21600
 SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 HTTP_TIMEOUT = 2.0
+# HAProxy writes agent-send as soon as it connects; a check without it has nothing to read.
+AGENT_SEND_WAIT = 0.5
+AGENT_SEND_LIMIT = 512
 
 
 @dataclass
@@ -94,6 +103,14 @@ def agent_reply(verdict: Verdict, say_ready: bool) -> str:
     if verdict.state == "drain":
         return "drain\n"
     return f"{'ready ' if say_ready else ''}{verdict.weight}%\n"
+
+
+def agent_reply_for(model: str, verdict: Verdict, say_ready: bool, served: list[str]) -> str:
+    """The line for one backend: `maint` where the backend's model (from agent-send) is not
+    one this host serves; an empty model (be_default sends none) gets the host's verdict."""
+    if model and full_name(model) not in {full_name(m) for m in served}:
+        return "maint\n"
+    return agent_reply(verdict, say_ready)
 
 
 def http_json(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> object:
@@ -208,9 +225,10 @@ class Agent:
         why = "; ".join(verdict.reasons) or "healthy, models loaded"
         log(f"{previous.state} {previous.weight}% -> {verdict.state} {verdict.weight}%: {why}")
 
-    def reply(self) -> str:
+    def reply(self, model: str = "") -> str:
         with self.lock:
-            return agent_reply(self.verdict, time.monotonic() < self.ready_until)
+            say_ready = time.monotonic() < self.ready_until
+            return agent_reply_for(model, self.verdict, say_ready, self.args.expect_model)
 
     def state(self) -> dict[str, object]:
         with self.lock:
@@ -243,10 +261,25 @@ def address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def read_agent_send(connection: socket.socket) -> str:
+    """The model a backend's agent-send names (one line), or "" when HAProxy sends nothing."""
+    connection.settimeout(AGENT_SEND_WAIT)
+    received = b""
+    try:
+        while b"\n" not in received and len(received) < AGENT_SEND_LIMIT:
+            chunk = connection.recv(AGENT_SEND_LIMIT)
+            if not chunk:
+                break
+            received += chunk
+    except TimeoutError:
+        pass
+    return received.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+
+
 def serve_agent_check(agent: Agent, where: tuple[str, int]) -> socketserver.BaseServer:
     class AgentCheck(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            self.request.sendall(agent.reply().encode())
+            self.request.sendall(agent.reply(read_agent_send(self.request)).encode())
 
     server = socketserver.ThreadingTCPServer(where, AgentCheck, bind_and_activate=False)
     server.allow_reuse_address = True
