@@ -9,6 +9,7 @@ import signal
 import uuid
 from pathlib import Path
 
+from gpufleet.lab import apt_cache
 from gpufleet.lab.system import (
     kill_netns_processes,
     make_ssh_key,
@@ -49,14 +50,22 @@ def ensure_identity(files: HostFiles, host: LabHost) -> str:
 
 
 def ensure_overlay(
-    files: HostFiles, rootfs: Path, topology: LabTopology, host: LabHost, authorized_key: str
+    files: HostFiles,
+    rootfs: Path,
+    topology: LabTopology,
+    host: LabHost,
+    authorized_key: str,
+    package_cache: Path,
 ) -> None:
-    """Mount the host's overlay and write what makes it this host: name, keys, /etc/hosts."""
+    """Mount the host's overlay and write what makes it this host: name, keys, /etc/hosts.
+    A fresh host gets the lab's cached packages in its apt archive."""
     if mounted(files.merged):
         return
     for directory in (files.upper, files.work, files.merged):
         directory.mkdir(parents=True, exist_ok=True)
     fresh = not any(files.upper.iterdir())
+    if fresh:
+        apt_cache.seed(package_cache, files.upper)
     run(
         [
             "mount",

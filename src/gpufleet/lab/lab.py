@@ -14,6 +14,7 @@ from typing import Any
 
 from gpufleet.lab import (
     LabError,
+    apt_cache,
     cgroups,
     disks,
     downloads,
@@ -265,7 +266,7 @@ def _bring_up_host(
     files = hosts.HostFiles(paths, host.name)
     known_host = hosts.ensure_identity(files, host)
     network.ensure_host_link(topology, host)
-    hosts.ensure_overlay(files, lower, topology, host, authorized_key)
+    hosts.ensure_overlay(files, lower, topology, host, authorized_key, paths.cache)
     loops = disks.ensure(paths, host, topology.nvme_size)
     hosts.start(files, host, disks.nspawn_options(host, loops))
     return known_host
@@ -362,6 +363,7 @@ def reset(paths: LabPaths, names: list[str]) -> None:
         files = hosts.HostFiles(paths, host.name)
         hosts.stop(files, host.netns)
         hosts.unmount(files)
+        apt_cache.collect(paths.cache, files.upper)
         hosts.wipe_overlay(files)
         disks.wipe(paths, host)
         _bring_up_host(paths, topology, host, lower, authorized_key)
@@ -384,6 +386,8 @@ def down(paths: LabPaths) -> list[str]:
             )
         )
     kill_all([pid for pid, _what in _lab_processes(paths)])
+    for host_dir in host_dirs:
+        apt_cache.collect(paths.cache, hosts.HostFiles(paths, host_dir.name).upper)
     ec2.stop_server(paths.ec2_dir)
     downloads.stop_registry(paths)
     imds.stop(paths)
