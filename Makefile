@@ -45,7 +45,7 @@ $(STAMPS)/venv: pyproject.toml constraints.txt $(STAMPS)/apt
 	@mkdir -p $(STAMPS) && touch $@
 
 # Models of a few hundred MB, so that copying them onto NVMe at boot takes measurable time.
-DEMO_MODELS := llama3.1:8b=400MB,qwen2.5:7b=400MB,nomic-embed-text=50MB
+DEMO_MODELS := llama3.1:8b=400MB,qwen2.5:7b=400MB,nomic-embed-text=50MB,mistral:7b=400MB
 
 demo: deps
 	@trap 'gpufleet lab down' EXIT; \

@@ -33,7 +33,9 @@ from gpufleet.lab.system import (
 from gpufleet.lab.topology import LabPaths, LabTopology
 
 REGISTRY_MODULE = "gpufleet.lab.standins.ollama.registry"
-DEFAULT_MODELS = "llama3.1:8b=1MB,qwen2.5:7b=1MB,nomic-embed-text=1MB"
+DEFAULT_MODELS = "llama3.1:8b=1MB,qwen2.5:7b=1MB,nomic-embed-text=1MB,mistral:7b=1MB"
+# Served with a corrupt weights blob, so its pull fails: a model swap's failing canary.
+BROKEN_MODEL = "gemma2:9b=1MB"
 # Served side by side, as on Ollama's download site: the newest is installed by default,
 # the older two (`.tgz` releases, from before 0.14) let tests upgrade and downgrade.
 OLLAMA_RELEASES = ("0.14.2", "0.13.5", "0.12.11")
@@ -126,6 +128,7 @@ def start_registry(paths: LabPaths, topology: LabTopology) -> int:
     )
     for spec in topology.registry_models.split(","):
         argv += ["--model", spec.strip()]
+    argv += ["--corrupt", BROKEN_MODEL]
     start_daemon(
         argv,
         paths.registry_dir,

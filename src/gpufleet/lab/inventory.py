@@ -101,6 +101,11 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "lab_nvme_devices": {h.name: disks.names_inside(h) for h in topology.hosts},
         "model_store_nvme_devices": "{{ lab_nvme_devices[inventory_hostname] | default([]) }}",
         "model_store_raid_backend": "btrfs",
+        # model_swap reads manifests from the lab registry and tags instances in the lab's EC2.
+        "model_swap_registry": base,
+        "model_swap_aws_endpoint_url": endpoint(topology.ec2_port),
+        "model_swap_aws_access_key": CREDENTIALS["aws_access_key_id"],
+        "model_swap_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
         # The lab's IMDS stand-in, where `gpufleet lab spot-notice` gives hosts notices.
         "fleet_agent_imds_url": f"http://{topology.gateway}:{topology.imds_port}",
     }

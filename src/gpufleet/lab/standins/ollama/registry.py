@@ -277,14 +277,22 @@ def main() -> None:
         metavar="NAME=SIZE",
         help="a model to serve, such as llama3.1:8b=1MB (repeatable)",
     )
+    parser.add_argument(
+        "--corrupt",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="a model served with a corrupt weights blob, whose pull fails (repeatable)",
+    )
     parser.add_argument("--files", type=Path, help="directory served under /files/")
     args = parser.parse_args()
     models = {}
-    for spec in args.model or ["llama3.1:8b=1MB", "qwen2.5:7b=1MB"]:
+    for spec in (args.model or ["llama3.1:8b=1MB", "qwen2.5:7b=1MB"]) + args.corrupt:
         name, _, size = spec.partition("=")
         models[name] = parse_size(size or "1MB")
     host, _, port = args.listen.rpartition(":")
-    registry = Registry(models, args.files)
+    corrupt = frozenset(spec.partition("=")[0] for spec in args.corrupt)
+    registry = Registry(models, args.files, corrupt)
     print(registry.start(host, int(port)), flush=True)
     threading.Event().wait()
 
