@@ -53,6 +53,9 @@ SHA = "a" * 64
         ("fleet_agent", "fleet_agent_cold_weight=0", "fleet_agent_cold_weight must be 1 to 100"),
         ("fleet_agent", '{"fleet_agent_expected_models": {"a": 1}}', "fleet_agent_expected_models"),
         ("haproxy", "haproxy_port=http", "haproxy_port"),
+        ("haproxy", '{"haproxy_incoming_models": ["chat"]}', "haproxy_incoming_models"),
+        ("model_swap", "model_swap_drain_timeout=forever", "model_swap_drain_timeout"),
+        ("model_swap", "model_swap_remove_old=perhaps", "model_swap_remove_old"),
         ("haproxy", "haproxy_gpu_group=role_gpu", "the group role_gpu (haproxy_gpu_group)"),
     ],
 )
