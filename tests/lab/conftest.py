@@ -11,7 +11,10 @@ import time
 import warnings
 
 import pytest
+from fleet import LB, LLAMA, QWEN, lb_vars, playbook, statuses, wait_for
 from labctl import gpufleet, lab_status
+
+from gpufleet.lab.load import stream_once
 
 LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
 
@@ -53,3 +56,17 @@ def lab(lab_machine: None) -> dict:
     yield lab_status()
     if lab_status()["state"] != "absent":
         gpufleet("lab", "down", check=False)
+
+
+@pytest.fixture(scope="session")
+def fleet(lab: dict) -> dict:
+    """GPU hosts converged behind the LB, shared by the LB and model swap tests."""
+    hosts = {h["name"]: h["address"] for h in lab["hosts"]}
+    playbook(lab, "gpu_hosts.yml")
+    playbook(lab, "loadbalancer.yml", *lb_vars())
+    address = hosts[LB]
+    # Warm each model once, so agents report full weight.
+    for model in (LLAMA, LLAMA, QWEN):
+        stream_once(address, 11434, "generate", model, 1, 0)
+    wait_for(lambda: statuses("gpu-1") == {"UP"}, 30)
+    return {"lab": lab, "hosts": hosts, "lb": address}

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
+
+from gpufleet.lab.ec2 import CREDENTIALS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,3 +51,24 @@ def on_host(host: str, command: str, check: bool = True, timeout: float = 300) -
     if check and result.returncode != 0:
         pytest.fail(f"{host}: `{command}` exited {result.returncode}: {result.stderr}")
     return result.stdout
+
+
+def ec2_client(lab: dict):
+    return boto3.client(
+        "ec2",
+        region_name=lab["region"],
+        endpoint_url=lab["ec2_endpoint"],
+        **CREDENTIALS,
+    )
+
+
+def ec2_instances(lab: dict) -> dict[str, tuple[dict, dict[str, str]]]:
+    """Each lab instance as the lab's EC2 API describes it, and its tags, by Name tag."""
+    pages = ec2_client(lab).get_paginator("describe_instances").paginate()
+    found = {}
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+                found[tags["Name"]] = (instance, tags)
+    return found

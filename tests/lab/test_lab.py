@@ -5,10 +5,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
-from labctl import REPO, gpufleet, lab_status, on_host
-
-from gpufleet.lab.ec2 import CREDENTIALS
+from labctl import REPO, ec2_client, ec2_instances, gpufleet, lab_status, on_host
 
 GPU_TYPES = {"g4dn.xlarge", "g5.xlarge"}
 
@@ -88,28 +85,8 @@ def test_a_reboot_inside_a_host_brings_it_back(lab):
     assert gpu3["reboots"] == reboots_before + 1
 
 
-def ec2_client(lab):
-    return boto3.client(
-        "ec2",
-        region_name=lab["region"],
-        endpoint_url=lab["ec2_endpoint"],
-        **CREDENTIALS,
-    )
-
-
-def instances(lab):
-    pages = ec2_client(lab).get_paginator("describe_instances").paginate()
-    found = {}
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-                found[tags["Name"]] = (instance, tags)
-    return found
-
-
 def test_ec2_api_lists_one_instance_per_host_at_its_lab_address(lab):
-    described = instances(lab)
+    described = ec2_instances(lab)
     assert sorted(described) == sorted(hosts(lab))
     for name, host in hosts(lab).items():
         instance, tags = described[name]
@@ -121,7 +98,7 @@ def test_ec2_api_lists_one_instance_per_host_at_its_lab_address(lab):
 
 
 def test_ec2_instances_vary_like_a_real_fleet(lab):
-    described = instances(lab)
+    described = ec2_instances(lab)
     gpu = [i for i, tags in described.values() if tags["gpufleet:role"] == "gpu"]
     lb = [i for i, tags in described.values() if tags["gpufleet:role"] == "lb"]
     assert {i["InstanceType"] for i in gpu} == GPU_TYPES

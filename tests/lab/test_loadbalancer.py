@@ -1,87 +1,39 @@
 """The load balancer in front of the lab's GPU fleet: routing by model, drains through the
 fleet agent, spot notices, reloads, a killed Ollama, and what other hosts cannot reach.
 
-One converged fleet (gpu_hosts.yml, then loadbalancer.yml) serves every test here; each
-test leaves it as it found it.
+The lab tests' one converged fleet (tests/lab/fleet.py) serves every test here; each test
+leaves it as it found it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import secrets
 import socket
 import ssl
 import subprocess
 import time
 
 import pytest
-from labctl import REPO, ansible_playbook, gpufleet, on_host
+from fleet import (
+    FLAG,
+    INTERVAL,
+    LB,
+    LLAMA,
+    LLAMA_BACKEND,
+    QWEN,
+    QWEN_BACKEND,
+    SOCKET,
+    STATS_PASSWORD,
+    lb_vars,
+    playbook,
+    servers,
+    statuses,
+    totals,
+    wait_for,
+)
+from labctl import REPO, gpufleet, on_host
 
 from gpufleet.lab.load import Load, stream_once
-
-LB = "lb-1"
-LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
-LLAMA_BACKEND, QWEN_BACKEND = "be_model_llama3_1_8b", "be_model_qwen2_5_7b"
-INTERVAL = 2
-STATS_PASSWORD = secrets.token_hex(12)
-SOCKET = "/run/haproxy/admin.sock"
-FLAG = "/var/lib/gpufleet-fleet-agent/maintenance"
-
-
-def playbook(lab: dict, name: str, *extra: str, check: bool = True) -> str:
-    result = ansible_playbook(lab["inventory"], f"playbooks/{name}", *extra)
-    output = result.stdout + result.stderr
-    if check and result.returncode != 0:
-        pytest.fail(f"{name} exited {result.returncode}:\n{output[-4000:]}")
-    return output if check else f"rc={result.returncode}\n{output}"
-
-
-def lb_vars(*pairs: str) -> list[str]:
-    return ["-e", json.dumps({"haproxy_stats_password": STATS_PASSWORD}), *pairs]
-
-
-def runtime(command: str) -> str:
-    return on_host(LB, f"echo '{command}' | sudo socat -t 5 stdio UNIX-CONNECT:{SOCKET}")
-
-
-def servers() -> dict[tuple[str, str], dict[str, str]]:
-    """show stat's rows of servers, by (backend, server)."""
-    text = runtime("show stat -1 4 -1").lstrip("# ")
-    return {(row["pxname"], row["svname"]): row for row in csv.DictReader(io.StringIO(text))}
-
-
-def totals(server: str) -> int:
-    return sum(int(row["stot"]) for (_, name), row in servers().items() if name == server)
-
-
-def statuses(server: str) -> set[str]:
-    """The status word of server in each backend: UP, DRAIN (shown as "DRAIN (agent)"), DOWN."""
-    return {row["status"].split()[0] for (_, name), row in servers().items() if name == server}
-
-
-def wait_for(condition, timeout: float, step: float = 0.2) -> float:
-    """Seconds until condition() held; fails the test past timeout."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout} s: {condition.__doc__ or condition}")
-        time.sleep(step)
-    return time.monotonic() - started
-
-
-@pytest.fixture(scope="module")
-def fleet(lab):
-    hosts = {h["name"]: h["address"] for h in lab["hosts"]}
-    playbook(lab, "gpu_hosts.yml")
-    playbook(lab, "loadbalancer.yml", *lb_vars())
-    address = hosts[LB]
-    # Warm each model once, so agents report full weight.
-    for model in (LLAMA, LLAMA, QWEN):
-        stream_once(address, 11434, "generate", model, 1, 0)
-    wait_for(lambda: statuses("gpu-1") == {"UP"}, 30)
-    return {"lab": lab, "hosts": hosts, "lb": address}
 
 
 def load(fleet: dict, models: list[str], concurrency: int = 20, tokens: int = 40) -> Load:

@@ -1,0 +1,67 @@
+"""The lab tests' one converged fleet: gpu_hosts.yml and loadbalancer.yml on the lab, once
+per session, for every test that needs GPU hosts behind an LB; and the helpers that read the
+LB's runtime API. Tests that change the fleet put it back, or run last (the model swap).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import time
+
+import pytest
+from labctl import ansible_playbook, on_host
+
+LB = "lb-1"
+LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
+LLAMA_BACKEND, QWEN_BACKEND = "be_model_llama3_1_8b", "be_model_qwen2_5_7b"
+INTERVAL = 2
+STATS_PASSWORD = secrets.token_hex(12)
+SOCKET = "/run/haproxy/admin.sock"
+FLAG = "/var/lib/gpufleet-fleet-agent/maintenance"
+
+
+def playbook(lab: dict, name: str, *extra: str, check: bool = True) -> str:
+    result = ansible_playbook(lab["inventory"], f"playbooks/{name}", *extra)
+    output = result.stdout + result.stderr
+    if check and result.returncode != 0:
+        pytest.fail(f"{name} exited {result.returncode}:\n{output[-4000:]}")
+    return output if check else f"rc={result.returncode}\n{output}"
+
+
+def lb_vars(*pairs: str) -> list[str]:
+    return ["-e", json.dumps({"haproxy_stats_password": STATS_PASSWORD}), *pairs]
+
+
+def runtime(command: str) -> str:
+    return on_host(LB, f"echo '{command}' | sudo socat -t 5 stdio UNIX-CONNECT:{SOCKET}")
+
+
+def servers() -> dict[tuple[str, str], dict[str, str]]:
+    """show stat's rows of servers, by (backend, server)."""
+    text = runtime("show stat -1 4 -1").lstrip("# ")
+    return {(row["pxname"], row["svname"]): row for row in csv.DictReader(io.StringIO(text))}
+
+
+def totals(server: str) -> int:
+    return sum(int(row["stot"]) for (_, name), row in servers().items() if name == server)
+
+
+def statuses(server: str) -> set[str]:
+    """The status word of server in each backend that routes to it: UP, DRAIN (shown as
+    "DRAIN (agent)"), DOWN. Backends of models the host does not serve, where its agent
+    answers maint, are left out."""
+    rows = servers().items()
+    return {row["status"].split()[0] for (_, name), row in rows if name == server} - {"MAINT"}
+
+
+def wait_for(condition, timeout: float, step: float = 0.2) -> float:
+    """Seconds until condition() held; fails the test past timeout."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"not within {timeout} s: {condition.__doc__ or condition}")
+        time.sleep(step)
+    return time.monotonic() - started
