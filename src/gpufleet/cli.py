@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--seconds", type=float, default=10.0, help="how long (default 10)")
     load.add_argument("--concurrency", type=int, default=8, help="streams at once (default 8)")
+    load.add_argument(
+        "during",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="stream for as long as COMMAND runs (a playbook), instead of --seconds",
+    )
     ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
     ssh.add_argument("host", metavar="HOST")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND")
@@ -248,7 +255,7 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
     if args.action == "bake":
         return _lab_bake(paths, topology, args.host, args.models)
     if args.action == "load":
-        return _lab_load(topology, args.models, args.seconds, args.concurrency)
+        return _lab_load(topology, args.models, args.seconds, args.concurrency, args.during)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
     argv = [*lab.ssh_argv(paths, topology.host(args.host)), *args.remote_command]
@@ -265,18 +272,28 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
     return 0
 
 
-def _lab_load(topology: LabTopology, models: str | None, seconds: float, concurrency: int) -> int:
+def _lab_load(
+    topology: LabTopology, models: str | None, seconds: float, concurrency: int, during: list[str]
+) -> int:
+    """Stream through the LB for some seconds, or while a command runs; exit non-zero when a
+    request failed or was cut, or the command failed."""
     balancers = [h for h in topology.hosts if h.role == "lb"]
     if not balancers:
         raise LabError("the lab has no LB host: bring it up with --lb-hosts 1 or more")
     chosen = models.split(",") if models else sorted({h.model for h in topology.hosts if h.model})
+    command = during[1:] if during[:1] == ["--"] else during
+    started = time.monotonic()
     running = Load(balancers[0].address, LB_PORT, chosen, concurrency).start()
-    time.sleep(seconds)
+    command_status = subprocess.run(command, check=False).returncode if command else 0
+    if not command:
+        time.sleep(seconds)
     summary = running.stop().summary()
     print(
-        f"lab load: {concurrency} streams for {seconds:.0f} s through {balancers[0].name}: "
-        f"{json.dumps(summary)}"
+        f"lab load: {concurrency} streams for {time.monotonic() - started:.0f} s through "
+        f"{balancers[0].name}: {json.dumps(summary)}"
     )
+    if command_status:
+        return command_status
     return 1 if summary["failed"] or summary["truncated"] else 0
 
 

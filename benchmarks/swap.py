@@ -1,0 +1,105 @@
+"""Benchmark: what the model swap's orchestration costs, per host, over the work itself.
+
+On the fleet lab (brought up and converged if it is not): the pool `chat` is put on one
+model, then rolled onto another, a canary then batches, with 20 streams running through the
+LB. From the run's report: the swap's wall time against the sum of each host's intrinsic
+work (its drain wait, pull and warm-up); the difference, per host, is the orchestration
+(routes, agent, tags, waits for the LBs). Target: at most 15 s per host. Prints one JSON
+line of figures last.
+
+    .venv/bin/python benchmarks/swap.py [--keep-lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TARGET_OVERHEAD_S = 15.0
+
+
+def run(*argv: str) -> str:
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        output = result.stdout[-3000:] + result.stderr[-2000:]
+        sys.exit(f"{' '.join(argv[:4])} exited {result.returncode}:\n{output}")
+    return result.stdout
+
+
+def lab_status() -> dict:
+    return json.loads(run(str(BIN / "gpufleet"), "lab", "status", "--json"))
+
+
+def swap(inventory: str, model: str, load: bool) -> dict:
+    playbook = [str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/model_swap.yml"]
+    playbook += ["-e", "model_swap_pool=chat", "-e", f"model_swap_model={model}"]
+    if load:
+        playbook = [
+            str(BIN / "gpufleet"),
+            "lab",
+            "load",
+            "--models",
+            "llama3.1:8b",
+            "--concurrency",
+            "20",
+            "--",
+            *playbook,
+        ]
+    started = time.time()
+    run(*playbook)
+    reports = [
+        p for p in (REPO / "reports").glob("model-swap-chat-*.json") if p.stat().st_mtime >= started
+    ]
+    return json.loads(max(reports, key=lambda p: p.stat().st_mtime).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
+    args = parser.parse_args()
+    brought_up = lab_status()["state"] != "up"
+    if brought_up:
+        run(str(BIN / "gpufleet"), "lab", "up")
+    try:
+        inventory = lab_status()["inventory"]
+        run(str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/gpu_hosts.yml")
+        run(str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/loadbalancer.yml")
+        swap(inventory, "llama3.1:8b", load=False)
+        report = swap(inventory, "mistral:7b", load=True)
+    finally:
+        if brought_up and not args.keep_lab:
+            run(str(BIN / "gpufleet"), "lab", "down")
+    hosts = [row for row in report["hosts"] if row["outcome"] == "swapped"]
+    intrinsic = sum(row["drain_wait_s"] + row["pull_s"] + row["warm_s"] for row in hosts)
+    per_host = {
+        row["host"]: {k: row[k] for k in ("drain_wait_s", "pull_s", "warm_s", "total_s")}
+        for row in hosts
+    }
+    for name, figures in per_host.items():
+        print(f"{name}: {figures}")
+    overhead = (report["wall_s"] - intrinsic) / len(hosts)
+    print(
+        json.dumps(
+            {
+                "benchmark": "swap",
+                "hosts": len(hosts),
+                "wall_s": report["wall_s"],
+                "intrinsic_s": round(intrinsic, 1),
+                "overhead_per_host_s": round(overhead, 1),
+                "overhead_target_s": TARGET_OVERHEAD_S,
+                "overhead_within_target": overhead <= TARGET_OVERHEAD_S,
+                "wall_over_intrinsic": round(report["wall_s"] / intrinsic, 2),
+                "requests": report["requests"]["total"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
