@@ -20,12 +20,14 @@ LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that take up hosts the molecule scenarios left converged go after them, and the
+    """The tests sharing the converged fleet go before any test that resets a host under it;
+    tests that take up hosts the molecule scenarios left converged go after them; the
     teardown test goes last, whatever order the files are in."""
     items.sort(
         key=lambda item: (
             item.get_closest_marker("lab_teardown") is not None,
             item.get_closest_marker("lab_after_scenarios") is not None,
+            item.get_closest_marker("lab_fresh_hosts") is not None,
         )
     )
 

@@ -1,7 +1,10 @@
 """A bake that names a model the registry lacks fails, naming the model, and leaves the
 seed without it; the run's exit code says so."""
 
+import pytest
 from labctl import ansible_playbook, gpufleet, on_host
+
+pytestmark = pytest.mark.lab_fresh_hosts
 
 HOST = "gpu-3"
 PLAYBOOK = """

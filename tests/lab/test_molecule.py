@@ -6,6 +6,8 @@ import subprocess
 import pytest
 from labctl import REPO
 
+pytestmark = pytest.mark.lab_fresh_hosts
+
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
 
 

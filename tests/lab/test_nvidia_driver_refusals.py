@@ -5,6 +5,8 @@ with no kernel to build the module for."""
 import pytest
 from labctl import ansible_playbook, gpufleet, on_host
 
+pytestmark = pytest.mark.lab_fresh_hosts
+
 HOST = "gpu-2"
 # Lab hosts boot the machine's kernel and have none in /boot, as the molecule scenario says.
 A_KERNEL = '{"nvidia_driver_kernel_packages": ["linux-image-amd64"]}'

@@ -4,7 +4,10 @@ import os
 import signal
 import time
 
+import pytest
 from labctl import gpufleet, lab_status, on_host
+
+pytestmark = pytest.mark.lab_fresh_hosts
 
 
 def host(name):

@@ -5,7 +5,10 @@ import json
 import urllib.request
 from pathlib import Path
 
+import pytest
 from labctl import on_host
+
+pytestmark = pytest.mark.lab_fresh_hosts
 
 INSTALL = "/opt/ollama-standin-test"
 
