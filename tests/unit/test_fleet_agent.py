@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 import pytest
@@ -11,7 +12,7 @@ from gpufleet.lab.standins import imds as imds_standin
 
 agent = repo_scripts.load("roles/fleet_agent/files/gpufleet_fleet_agent.py")
 
-LLAMA = "llama3.1:8b"
+LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
 
 
 def seen(**fields):
@@ -60,28 +61,63 @@ def test_ready_is_said_only_in_its_window_so_runtime_drains_stay():
     assert agent.agent_reply(verdict, say_ready=False) == "100%\n"
 
 
-def test_the_end_of_its_own_drain_opens_the_ready_window():
-    running = agent.Agent(
-        agent.parse_args(
-            [
-                "--agent-listen",
-                "127.0.0.1:1",
-                "--http-listen",
-                "127.0.0.1:2",
-                "--ollama",
-                "http://127.0.0.1:3",
-                "--flag",
-                "/nonexistent",
-                "--ready-window",
-                "0",
-            ]
-        )
+def agent_args(tmp_path, *extra: str):
+    """An agent's arguments: nothing listens at its Ollama URL; its files are in tmp_path."""
+    return agent.parse_args(
+        [
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--ollama",
+            "http://127.0.0.1:9",
+            "--models-file",
+            str(tmp_path / "models"),
+            "--flag",
+            str(tmp_path / "maintenance"),
+            *extra,
+        ]
     )
-    running.settle(agent.Verdict("ready", 100))
-    running.settle(agent.Verdict("drain", 0, ["maintenance flag is set"]))
+
+
+def test_the_models_file_has_one_model_per_line_and_may_be_absent(tmp_path):
+    models = tmp_path / "models"
+    assert agent.read_models(models) == []
+    models.write_text("# Ansible managed\n\nllama3.1:8b\n  nomic-embed-text \n")
+    assert agent.read_models(models) == [LLAMA, "nomic-embed-text"]
+
+
+def test_a_rewritten_models_file_moves_the_host_between_backends_without_a_restart(tmp_path):
+    (tmp_path / "models").write_text(f"{LLAMA}\n")
+    running = agent.Agent(agent_args(tmp_path))
+    running.check()
+    # Nothing answers at its Ollama URL: the host drains, in the backends of its models only.
+    assert (running.reply(LLAMA), running.reply(QWEN)) == ("drain\n", "maint\n")
+    (tmp_path / "models").write_text(f"{QWEN}\n")
+    running.check()
+    assert (running.reply(LLAMA), running.reply(QWEN)) == ("maint\n", "drain\n")
+    assert running.state()["expected_models"] == [QWEN]
+
+
+def test_a_flag_set_between_checks_is_seen_at_once_not_at_the_next_interval(tmp_path):
+    running = agent.Agent(agent_args(tmp_path, "--interval", "60"))
+    threading.Thread(target=running.run_checks, daemon=True).start()
+    time.sleep(2 * agent.WATCH_STEP)
+    assert "maintenance flag is set" not in running.state()["reasons"]
+    (tmp_path / "maintenance").touch()
+    deadline = time.monotonic() + 5
+    while "maintenance flag is set" not in running.state()["reasons"]:
+        assert time.monotonic() < deadline, running.state()
+        time.sleep(0.05)
+
+
+def test_the_end_of_its_own_drain_opens_the_ready_window(tmp_path):
+    running = agent.Agent(agent_args(tmp_path, "--ready-window", "0"))
+    running.settle(agent.Verdict("ready", 100), [])
+    running.settle(agent.Verdict("drain", 0, ["maintenance flag is set"]), [])
     assert running.reply() == "drain\n"
     running.args.ready_window = 60
-    running.settle(agent.Verdict("ready", 100))
+    running.settle(agent.Verdict("ready", 100), [])
     assert running.reply() == "ready 100%\n"
 
 
@@ -96,26 +132,9 @@ def test_a_model_backend_gets_maint_from_a_host_that_does_not_serve_its_model():
     assert agent.agent_reply_for("", ready, True, []) == "ready 100%\n"
 
 
-def test_the_agent_check_reads_agent_send_and_answers_each_backend():
-    running = agent.Agent(
-        agent.parse_args(
-            [
-                "--agent-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--ollama",
-                "http://127.0.0.1:3",
-                "--flag",
-                "/nonexistent",
-                "--expect-model",
-                LLAMA,
-                "--ready-window",
-                "0",
-            ]
-        )
-    )
-    running.settle(agent.Verdict("ready", 100))
+def test_the_agent_check_reads_agent_send_and_answers_each_backend(tmp_path):
+    running = agent.Agent(agent_args(tmp_path, "--ready-window", "0"))
+    running.settle(agent.Verdict("ready", 100), [LLAMA])
     server = agent.serve_agent_check(running, ("127.0.0.1", 0))
     threading.Thread(target=server.serve_forever, daemon=True).start()
 

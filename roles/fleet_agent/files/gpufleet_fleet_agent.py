@@ -4,7 +4,9 @@
 Answers HAProxy's agent-check (a TCP connection, one line back) and serves its state as
 JSON over HTTP for playbooks. Every interval it looks at:
 
-- the maintenance flag file, which playbooks set and clear;
+- the maintenance flag file, which playbooks set and clear, and the models file (the models
+  this host serves, one per line), which playbooks write; a change to either is seen within
+  a quarter of a second, not at the next interval;
 - EC2's instance metadata (IMDSv2, a token first) for a spot interruption notice or a
   rebalance recommendation, every --imds-interval seconds;
 - Ollama's /api/version (is it up), /api/tags (are the expected models on disk) and
@@ -21,10 +23,11 @@ and otherwise only the weight. Every change of verdict is logged with its reason
 A model backend's server line sends the backend's model first (HAProxy's `agent-send`): a
 host that does not serve that model answers `maint`, so a model's backend can list every
 host of its pool and the hosts that serve the model are the ones in it. A model swap moves
-a host between backends by changing --expect-model, without touching the load balancers.
+a host between backends by rewriting the models file, without restarting the agent or
+touching the load balancers.
 
     gpufleet_fleet_agent.py --agent-listen 10.0.1.5:11440 --http-listen 10.0.1.5:11441 \
-        --ollama http://10.0.1.5:11434 --expect-model llama3.1:8b \
+        --ollama http://10.0.1.5:11434 --models-file /etc/gpufleet-fleet-agent/models \
         --flag /var/lib/gpufleet-fleet-agent/maintenance --imds http://169.254.169.254
 """
 
@@ -50,6 +53,8 @@ HTTP_TIMEOUT = 2.0
 # HAProxy writes agent-send as soon as it connects; a check without it has nothing to read.
 AGENT_SEND_WAIT = 0.5
 AGENT_SEND_LIMIT = 512
+# How often the flag and the models file are looked at between full checks.
+WATCH_STEP = 0.25
 
 
 @dataclass
@@ -111,6 +116,25 @@ def agent_reply_for(model: str, verdict: Verdict, say_ready: bool, served: list[
     if model and full_name(model) not in {full_name(m) for m in served}:
         return "maint\n"
     return agent_reply(verdict, say_ready)
+
+
+def read_models(path: Path) -> list[str]:
+    """The models file: one model per line; blank lines and # comments are skipped. No file
+    means no model is expected."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a file changed: its modification time and size; None when it is absent."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def http_json(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> object:
@@ -187,6 +211,7 @@ class Agent:
         self.rebalance: dict | None = None
         self.imds_error = ""
         self.next_imds = 0.0
+        self.expected: list[str] = []
 
     def poll_imds(self) -> None:
         if self.imds is None or time.monotonic() < self.next_imds:
@@ -205,16 +230,20 @@ class Agent:
 
     def check(self) -> None:
         self.poll_imds()
+        expected = read_models(self.args.models_file)
         seen = Observation(
-            flag=Path(self.args.flag).exists(),
+            flag=self.args.flag.exists(),
             spot_action=self.spot_action,
             rebalance=self.rebalance,
         )
         look_at_ollama(self.args.ollama, seen)
-        self.settle(decide(seen, self.args.expect_model, self.args.cold_weight))
+        if expected != self.expected:
+            log(f"models this host serves: {', '.join(expected) or 'none'}")
+        self.settle(decide(seen, expected, self.args.cold_weight), expected)
 
-    def settle(self, verdict: Verdict) -> None:
+    def settle(self, verdict: Verdict, expected: list[str]) -> None:
         with self.lock:
+            self.expected = expected
             previous = self.verdict
             self.verdict = verdict
             if (verdict.state, verdict.weight) == (previous.state, previous.weight):
@@ -228,7 +257,7 @@ class Agent:
     def reply(self, model: str = "") -> str:
         with self.lock:
             say_ready = time.monotonic() < self.ready_until
-            return agent_reply_for(model, self.verdict, say_ready, self.args.expect_model)
+            return agent_reply_for(model, self.verdict, say_ready, self.expected)
 
     def state(self) -> dict[str, object]:
         with self.lock:
@@ -236,18 +265,25 @@ class Agent:
                 **asdict(self.verdict),
                 "since": self.since,
                 "agent_reply": agent_reply(self.verdict, False).strip(),
-                "maintenance_flag": self.args.flag,
+                "maintenance_flag": str(self.args.flag),
                 "spot_action": self.spot_action,
                 "rebalance": self.rebalance,
                 "imds_error": self.imds_error,
-                "expected_models": self.args.expect_model,
+                "expected_models": self.expected,
             }
 
+    def watched(self) -> tuple:
+        """What a playbook changes: the flag and the models file."""
+        return self.args.flag.exists(), file_stamp(self.args.models_file)
+
     def run_checks(self) -> None:
+        """A check every interval, and at once when a playbook changed what the agent watches."""
         while True:
-            started = time.monotonic()
+            before = self.watched()
             self.check()
-            time.sleep(max(0.0, self.args.interval - (time.monotonic() - started)))
+            next_check = time.monotonic() + self.args.interval
+            while time.monotonic() < next_check and self.watched() == before:
+                time.sleep(WATCH_STEP)
 
 
 def log(line: str) -> None:
@@ -315,8 +351,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--agent-listen", type=address, required=True)
     parser.add_argument("--http-listen", type=address, required=True)
     parser.add_argument("--ollama", required=True, help="Ollama's base URL")
-    parser.add_argument("--expect-model", action="append", default=[])
-    parser.add_argument("--flag", required=True, help="the maintenance flag file")
+    parser.add_argument(
+        "--models-file", type=Path, required=True, help="the models this host serves, one per line"
+    )
+    parser.add_argument("--flag", type=Path, required=True, help="the maintenance flag file")
     parser.add_argument("--imds", default="", help="IMDS base URL; empty outside EC2")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--imds-interval", type=float, default=5.0)
