@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
-from gpufleet.lab import LabError, bake_host, lab
+from gpufleet.lab import LabError, bake_host, lab, point_release
 from gpufleet.lab.load import Load
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         metavar="-- COMMAND",
         help="stream for as long as COMMAND runs (a playbook), instead of --seconds",
+    )
+    actions.add_parser(
+        "publish-update",
+        help="publish the lab's Debian point release (a newer libc6) to every host's apt",
     )
     ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
     ssh.add_argument("host", metavar="HOST")
@@ -258,6 +262,11 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return _lab_load(topology, args.models, args.seconds, args.concurrency, args.during)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
+    if args.action == "publish-update":
+        published = point_release.publish(paths, topology)
+        packages = ", ".join(f"{name} {v}" for name, v in published["packages"].items())
+        print(f"lab publish-update: {packages} at {published['url']}, in every host's sources")
+        return 0
     argv = [*lab.ssh_argv(paths, topology.host(args.host)), *args.remote_command]
     os.execvp(argv[0], argv)  # noqa: S606 - replaces this process with the operator's ssh session
     return 0

@@ -11,18 +11,15 @@ Debian's packages (about 100 MB) are fetched once per machine.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote
+
+from gpufleet.lab.apt_repo import BuildError, apt_options, index_and_sign, make_key, run
 
 from . import LABEL, REPO_PATH
 
@@ -37,37 +34,6 @@ DRIVER_PACKAGES = (
 # Only these come from the stand-in; Debian's main component serves the rest to the host.
 NON_MAIN_POOL = re.compile(r"/pool/(?:updates/)?(?:contrib|non-free|non-free-firmware)/")
 KEY_UID = "gpufleet lab CUDA repository stand-in <cuda-standin@gpufleet.invalid>"
-
-
-class BuildError(RuntimeError):
-    """A step of the build failed; the message names the command and its last words."""
-
-
-def run(argv: list[str], **kwargs: object) -> str:
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
-    if out.returncode != 0:
-        raise BuildError(f"{' '.join(argv[:3])}... failed: {out.stderr.strip()[-400:]}")
-    return out.stdout
-
-
-def apt_options(work: Path, sources: str) -> list[str]:
-    """A private apt: its own sources, lists, cache and an empty dpkg status, so it
-    resolves the whole dependency closure and touches nothing else."""
-    for directory in ("lists/partial", "cache/archives/partial", "sources.d", "preferences.d"):
-        (work / directory).mkdir(parents=True, exist_ok=True)
-    (work / "sources.list").write_text(sources)
-    (work / "status").touch()
-    return [
-        f"-oDir::Etc::SourceList={work / 'sources.list'}",
-        f"-oDir::Etc::SourceParts={work / 'sources.d'}",
-        f"-oDir::Etc::PreferencesParts={work / 'preferences.d'}",
-        f"-oDir::State::Lists={work / 'lists'}",
-        f"-oDir::Cache={work / 'cache'}",
-        f"-oDir::State::status={work / 'status'}",
-        "-oDebug::NoLocking=1",
-        "-oAPT::Architecture=amd64",
-        "-oAPT::Architectures=amd64",
-    ]
 
 
 def fetch_driver_packages(work: Path, sources: str, pool: Path) -> str:
@@ -104,80 +70,6 @@ Description: gpufleet lab stand-in for NVIDIA's nvidia-driver-cuda
         run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(pool)])
 
 
-def packages_index(repo: Path) -> str:
-    stanzas = []
-    for deb in sorted((repo / "pool").glob("*.deb")):
-        data = deb.read_bytes()
-        control = run(["dpkg-deb", "--field", str(deb)]).rstrip("\n")
-        stanzas.append(
-            f"{control}\nFilename: ./pool/{deb.name}\nSize: {len(data)}\n"
-            f"MD5sum: {hashlib.md5(data, usedforsecurity=False).hexdigest()}\n"
-            f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
-        )
-    return "\n".join(stanzas)
-
-
-def release_file(repo: Path, names: list[str]) -> str:
-    lines = [
-        "Origin: gpufleet lab",
-        f"Label: {LABEL}",
-        "Architectures: amd64",
-        f"Date: {formatdate(usegmt=True)}",
-    ]
-    for field, algorithm in (("MD5Sum", "md5"), ("SHA256", "sha256")):
-        lines.append(f"{field}:")
-        for name in names:
-            data = (repo / name).read_bytes()
-            digest = hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()
-            lines.append(f" {digest} {len(data)} {name}")
-    return "\n".join(lines) + "\n"
-
-
-def gnupg_environment(home: Path) -> dict[str, str]:
-    return {**os.environ, "GNUPGHOME": str(home)}
-
-
-def gpg(home: Path, *args: str) -> str:
-    return run(
-        ["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "", *args],
-        env=gnupg_environment(home),
-    )
-
-
-def make_key(home: Path) -> str:
-    home.mkdir(mode=0o700, parents=True)
-    gpg(home, "--quick-gen-key", KEY_UID, "ed25519", "sign", "never")
-    listing = gpg(home, "--with-colons", "--list-keys")
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-
-
-def sign_repository(home: Path, repo: Path, fingerprint: str) -> str:
-    """Sign Release both ways apt reads, and publish the key as `<short id>.pub`."""
-    gpg(
-        home,
-        "--local-user",
-        fingerprint,
-        "--clearsign",
-        "-o",
-        str(repo / "InRelease"),
-        str(repo / "Release"),
-    )
-    gpg(
-        home,
-        "--local-user",
-        fingerprint,
-        "--armor",
-        "--detach-sign",
-        "-o",
-        str(repo / "Release.gpg"),
-        str(repo / "Release"),
-    )
-    key_name = f"{fingerprint[-8:].lower()}.pub"
-    (repo / key_name).write_text(gpg(home, "--armor", "--export", fingerprint))
-    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=gnupg_environment(home), check=False)
-    return key_name
-
-
 def build(out_dir: Path, sources: str) -> dict[str, str]:
     summary_file = out_dir / "repo.json"
     if summary_file.exists():
@@ -188,12 +80,8 @@ def build(out_dir: Path, sources: str) -> dict[str, str]:
     (repo / "pool").mkdir(parents=True)
     driver_version = fetch_driver_packages(staging / "apt", sources, repo / "pool")
     build_metapackage(repo / "pool", driver_version)
-    index = packages_index(repo)
-    (repo / "Packages").write_text(index)
-    (repo / "Packages.gz").write_bytes(gzip.compress(index.encode(), mtime=0))
-    (repo / "Release").write_text(release_file(repo, ["Packages", "Packages.gz"]))
-    fingerprint = make_key(staging / "gnupg")
-    key_name = sign_repository(staging / "gnupg", repo, fingerprint)
+    fingerprint = make_key(staging / "gnupg", KEY_UID)
+    key_name = index_and_sign(staging / "gnupg", repo, LABEL, fingerprint)
     summary = {
         "path": REPO_PATH,
         "key": key_name,
