@@ -2,7 +2,10 @@
 ssh source (Debian's Packer 1.6.6, the template staged without its required_plugins block)
 with the same provisioners as the AMI build: playbooks/bake.yml, sysprep last, then the image
 audit in Packer's still-open session. Afterwards the host's disk is audited again from
-outside, as one would read the image's snapshot: sysprep removed the keys SSH would need."""
+outside, as one would read the image's snapshot: sysprep removed the keys SSH would need.
+
+First, while gpu-3 still has the NVIDIA module the nvidia_driver scenario built with DKMS,
+the patch window's check before a reboot reads the real `dkms status` on it."""
 
 import json
 import subprocess
@@ -11,7 +14,7 @@ import time
 
 import pytest
 import repo_scripts
-from labctl import gpufleet
+from labctl import ansible_playbook, gpufleet, on_host
 
 from gpufleet.lab.topology import LabPaths
 
@@ -19,6 +22,51 @@ pytestmark = pytest.mark.lab_after_scenarios
 audit = repo_scripts.load("packer/image_audit.py")
 HOST = "gpu-3"
 MODELS = ["qwen2.5:7b", "nomic-embed-text"]
+
+
+DRIVER_PLAYBOOK = f"""
+- name: Build the NVIDIA module with DKMS, as the nvidia_driver scenario leaves {HOST}
+  hosts: {HOST}
+  become: true
+  roles:
+    - role: nvidia_driver
+      nvidia_driver_kernel_packages: [linux-image-amd64]
+"""
+DKMS_CHECK_PLAYBOOK = f"""
+- name: Check the NVIDIA module is built for every kernel, as a patch does before a reboot
+  hosts: {HOST}
+  become: true
+  tasks:
+    - name: Check the NVIDIA module against every installed kernel
+      ansible.builtin.include_role:
+        name: patch
+        tasks_from: dkms
+"""
+# A kernel installed without its headers: DKMS had nothing to build the module against.
+UNBUILT_KERNEL = "6.1.0-99-amd64"
+
+
+def test_a_patch_refuses_to_reboot_into_a_kernel_the_nvidia_module_is_not_built_for(lab, tmp_path):
+    if "nvidia" not in on_host(HOST, "sudo dkms status 2>/dev/null || true"):
+        driver = tmp_path / "driver.yml"
+        driver.write_text(DRIVER_PLAYBOOK)
+        built = ansible_playbook(lab["inventory"], str(driver), timeout=1200)
+        assert built.returncode == 0, built.stdout[-3000:]
+    check = tmp_path / "dkms.yml"
+    check.write_text(DKMS_CHECK_PLAYBOOK)
+    built_for_all = ansible_playbook(lab["inventory"], str(check))
+    assert built_for_all.returncode == 0, built_for_all.stdout[-3000:]
+    on_host(HOST, f"sudo touch /boot/vmlinuz-{UNBUILT_KERNEL}")
+    try:
+        refused = ansible_playbook(lab["inventory"], str(check))
+    finally:
+        on_host(HOST, f"sudo rm /boot/vmlinuz-{UNBUILT_KERNEL}")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output[-3000:]
+    assert (
+        f"the NVIDIA module is not built for kernel {UNBUILT_KERNEL} (dkms status: nvidia" in output
+    )
+    assert "The host is not rebooted and stays drained" in output
 
 
 def read_lines_as_they_come(process):

@@ -57,6 +57,10 @@ SHA = "a" * 64
         ("model_swap", "model_swap_drain_timeout=forever", "model_swap_drain_timeout"),
         ("model_swap", "model_swap_remove_old=perhaps", "model_swap_remove_old"),
         ("haproxy", "haproxy_gpu_group=role_gpu", "the group role_gpu (haproxy_gpu_group)"),
+        ("patch", "patch_hold_kernel=perhaps", "patch_hold_kernel"),
+        ("patch", "patch_drain_timeout=forever", "patch_drain_timeout"),
+        ("patch", '{"patch_reboot_services": {"dbus": 1}}', "patch_reboot_services"),
+        ("fleet_drain", "fleet_drain_timeout=soon", "fleet_drain_timeout"),
     ],
 )
 def test_bad_input_fails_before_any_task_and_names_the_variable(tmp_path, role, bad_vars, named):
