@@ -23,7 +23,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo test lint unit lab-test clean
 
 help:
-	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, swap the pool's model under load, take it down"
+	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, swap the pool's model under load, patch the fleet under load, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 
@@ -47,9 +47,10 @@ $(STAMPS)/venv: pyproject.toml constraints.txt $(STAMPS)/apt
 # Models of a few hundred MB, so that copying them onto NVMe at boot takes measurable time.
 DEMO_MODELS := llama3.1:8b=400MB,qwen2.5:7b=400MB,nomic-embed-text=50MB,mistral:7b=400MB
 
-# A model swap's progress from ansible-playbook's output: its plays, each host's pull, the report.
-SWAP_PROGRESS := awk '/^PLAY \[|^lab load/ { print; fflush() } \
-	/^TASK \[model_swap : (Pull|Record the host)/ { host = 1 } host && /\[gpu-/ { print "    " $$0; fflush(); host = 0 } \
+# A playbook's progress from ansible-playbook's output: its plays, each host at the role's
+# tasks named in the second argument, the report. $(call PROGRESS,ROLE,TASK|TASK)
+PROGRESS = awk '/^PLAY \[|^lab load/ { print; fflush() } \
+	/^TASK \[$(1) : ($(2))/ { host = 1 } host && /\[(gpu|lb)-/ { print "    " $$0; fflush(); host = 0 } \
 	/Show the report/ { report = 1 } report { print; fflush() } report && /^$$/ { report = 0 }'
 
 demo: deps
@@ -82,12 +83,19 @@ demo: deps
 		| grep -oE 'be_[a-z0-9_]+/gpu-[0-9]+' | sort | uniq -c"; \
 	echo "--- model swap: the chat pool onto one model first (gpu-3, on qwen2.5:7b, joins llama3.1:8b)"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=llama3.1:8b \
-		| $(SWAP_PROGRESS); \
+		| $(call PROGRESS,model_swap,Pull|Record the host); \
 	echo "--- model swap under load: chat onto mistral:7b, a canary then batches, while 20 streams run through the LB"; \
 	gpufleet lab load --models llama3.1:8b --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=mistral:7b \
-		| $(SWAP_PROGRESS); \
-	echo "--- the swap's reports: $$(ls reports/model-swap-*.json | tail -2 | tr '\n' ' ')"
+		| $(call PROGRESS,model_swap,Pull|Record the host); \
+	echo "--- the swap's reports: $$(ls reports/model-swap-*.json | tail -2 | tr '\n' ' ')"; \
+	echo "--- patch window: the lab publishes a Debian point release (libc6), and the fleet is patched under 20 streams"; \
+	gpufleet lab publish-update; \
+	echo "    (forced: the window is Saturdays and Sundays 02:00-05:00 UTC, and the demo runs now)"; \
+	gpufleet lab load --models mistral:7b --concurrency 20 -- \
+		ansible-playbook -i $(LAB_INVENTORY) playbooks/patch.yml -e patch_force=true \
+		| $(call PROGRESS,patch,Reboot:|Record the host); \
+	echo "--- the patch report: $$(ls reports/patch-*.json | tail -1)"
 
 lint: deps
 	ruff check .
