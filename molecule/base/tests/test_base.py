@@ -23,3 +23,37 @@ def test_timezone_is_utc(host):
 def test_apt_cache_is_fresh(host):
     lists = host.run("find /var/lib/apt/lists -name '*_Packages*' -mmin -120")
     assert lists.stdout.strip(), "apt lists were not refreshed"
+
+
+def test_sshd_takes_keys_only_and_modern_algorithms(host):
+    with host.sudo():
+        settings = host.check_output("sshd -T")
+    effective = dict(line.split(" ", 1) for line in settings.splitlines() if " " in line)
+    assert effective["passwordauthentication"] == "no"
+    assert effective["kbdinteractiveauthentication"] == "no"
+    assert effective["permitrootlogin"] == "no"
+    assert effective["authenticationmethods"] == "publickey"
+    assert "cbc" not in effective["ciphers"]
+    assert all(mac.endswith("-etm@openssh.com") for mac in effective["macs"].split(","))
+
+
+def test_unattended_upgrades_are_off_and_would_leave_kernel_and_nvidia_alone(host):
+    periodic = host.check_output("apt-config dump APT::Periodic::Unattended-Upgrade")
+    assert periodic.endswith('"0";')
+    blocklist = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
+    assert '"^linux-";' in blocklist and '"^nvidia-";' in blocklist
+
+
+def test_the_journal_is_persistent_and_bounded(host):
+    journald = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    assert "Storage=persistent" in journald
+    assert "SystemMaxUse=1G" in journald
+    assert host.file("/var/log/journal").is_directory
+
+
+def test_network_settings_are_set_and_every_setting_kept_for_boot(host):
+    assert host.check_output("sysctl -n net.ipv4.conf.all.accept_redirects") == "0"
+    assert host.check_output("sysctl -n net.ipv4.tcp_syncookies") == "1"
+    kept = host.file("/etc/sysctl.d/60-gpufleet.conf").content_string.replace(" ", "")
+    assert "kernel.dmesg_restrict=1" in kept
+    assert "fs.protected_regular=2" in kept
