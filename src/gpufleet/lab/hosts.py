@@ -110,7 +110,12 @@ def _write_file(path: Path, content: bytes, mode: int) -> None:
 
 
 def nspawn_argv(files: HostFiles, host: LabHost, extra: list[str]) -> list[str]:
+    """A host owns its network namespace as an EC2 instance owns its network: it may load
+    nftables rules and set net.* sysctls there (CAP_NET_ADMIN, /proc/sys/net writable);
+    kernel-wide settings stay read-only, as they belong to the machine."""
     return [
+        "env",
+        "SYSTEMD_NSPAWN_API_VFS_WRITABLE=network",
         "systemd-nspawn",
         "--quiet",
         f"--directory={files.merged}",
@@ -124,6 +129,7 @@ def nspawn_argv(files: HostFiles, host: LabHost, extra: list[str]) -> list[str]:
         "--timezone=off",
         "--link-journal=no",
         "--console=passive",
+        "--capability=CAP_NET_ADMIN",
         *extra,
     ]
 
