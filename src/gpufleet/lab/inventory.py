@@ -106,6 +106,11 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "model_swap_aws_endpoint_url": endpoint(topology.ec2_port),
         "model_swap_aws_access_key": CREDENTIALS["aws_access_key_id"],
         "model_swap_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
+        # Who may reach what (host_firewall): the controller is the lab's ops and monitoring
+        # host; clients reach the LB from anywhere on the lab's subnet.
+        "fleet_ops_cidrs": [f"{topology.gateway}/32"],
+        "fleet_monitoring_cidrs": [f"{topology.gateway}/32"],
+        "fleet_client_cidrs": [topology.subnet],
         # The lab's IMDS stand-in, where `gpufleet lab spot-notice` gives hosts notices.
         "fleet_agent_imds_url": f"http://{topology.gateway}:{topology.imds_port}",
     }
