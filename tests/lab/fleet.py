@@ -6,10 +6,14 @@ LB's runtime API. Tests that change the fleet put it back, or run last (the mode
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import secrets
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from labctl import ansible_playbook, on_host
@@ -31,8 +35,28 @@ def playbook(lab: dict, name: str, *extra: str, check: bool = True) -> str:
     return output if check else f"rc={result.returncode}\n{output}"
 
 
+@functools.cache
+def vaulted_stats_password() -> tuple[Path, Path]:
+    """The stats password as ops keep it: a vars file encrypted with Ansible Vault, and the
+    vault password's file. Written once per session, outside the repository."""
+    directory = Path(tempfile.mkdtemp(prefix="gpufleet-vault-"))
+    password_file = directory / "vault-password"
+    password_file.write_text(secrets.token_hex(16) + "\n")
+    password_file.chmod(0o600)
+    secrets_file = directory / "lb-secrets.yml"
+    secrets_file.write_text(json.dumps({"haproxy_stats_password": STATS_PASSWORD}) + "\n")
+    vault = ["ansible-vault", "encrypt", "--vault-password-file", str(password_file)]
+    subprocess.run(
+        [*vault, str(secrets_file)],
+        check=True,
+        capture_output=True,
+    )
+    return secrets_file, password_file
+
+
 def lb_vars(*pairs: str) -> list[str]:
-    return ["-e", json.dumps({"haproxy_stats_password": STATS_PASSWORD}), *pairs]
+    secrets_file, password_file = vaulted_stats_password()
+    return ["-e", f"@{secrets_file}", "--vault-password-file", str(password_file), *pairs]
 
 
 def runtime(command: str) -> str:
