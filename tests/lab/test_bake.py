@@ -140,7 +140,7 @@ def test_the_images_disk_read_from_outside_is_clean_and_holds_the_bake(baked):
 def test_the_audit_from_outside_fails_on_what_must_not_be_there(baked):
     planted = merged() / "home/admin/.aws/credentials"
     planted.parent.mkdir(parents=True)
-    planted.write_text("[default]\naws_access_key_id = AKIA0000000000000000\n")
+    planted.write_text("[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n")
     try:
         result = subprocess.run(
             [
