@@ -1,0 +1,99 @@
+"""The IAM policies gpufleet ships (docs/iam/) against the AWS calls its code makes: every
+action names a real operation (botocore's service models), every call a tool makes is allowed
+by that tool's policy, and nothing more than describe is given to the inventory. The launch
+template settings are checked against EC2's own request shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+REPO = Path(__file__).resolve().parents[2]
+IAM = REPO / "docs" / "iam"
+SERVICES = ("ec2", "ssm", "kms", "sts")
+SNAKE = re.compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b")
+# amazon.aws.ec2_tag, as model_swap uses it (purge_tags false): its module_utils read the
+# instance's tags (describe_tags) and add the new one (create_tags).
+EC2_TAG_MODULE_CALLS = {"ec2:DescribeTags", "ec2:CreateTags"}
+# IAM actions that are permissions, not operations: KMS's ReEncrypt needs both.
+PERMISSION_ONLY = {"kms:ReEncryptFrom", "kms:ReEncryptTo"}
+
+
+@cache
+def operations() -> dict[str, str]:
+    """snake_case operation -> IAM action, for the services gpufleet calls."""
+    session = botocore.session.get_session()
+    found = {}
+    for service in SERVICES:
+        model = session.get_service_model(service)
+        for name in model.operation_names:
+            found.setdefault(botocore.xform_name(name), f"{service}:{name}")
+    return found
+
+
+def allowed(policy: str) -> set[str]:
+    document = json.loads((IAM / policy).read_text())
+    assert document["Version"] == "2012-10-17"
+    return {
+        action
+        for statement in document["Statement"]
+        if statement["Effect"] == "Allow"
+        for action in statement["Action"]
+    }
+
+
+def calls_in(*sources: str) -> set[str]:
+    """The AWS operations a Python source names (client methods, paginators)."""
+    text = "\n".join((REPO / source).read_text() for source in sources)
+    return {operations()[name] for name in SNAKE.findall(text) if name in operations()}
+
+
+@pytest.mark.parametrize("policy", sorted(p.name for p in IAM.glob("*-policy.json")))
+def test_every_action_is_a_real_operation(policy):
+    real = set(operations().values()) | PERMISSION_ONLY
+    unknown = {a for a in allowed(policy) if a.split(":")[0] in SERVICES and a not in real}
+    assert unknown == set(), f"{policy}: no such operation: {sorted(unknown)}"
+
+
+def test_the_inventory_is_allowed_its_calls_and_describes_only():
+    calls = calls_in("plugins/inventory/gpufleet_ec2.py") - {"sts:AssumeRole"}
+    assert calls == {"ec2:DescribeInstances", "ec2:DescribeImages", "ec2:DescribeRegions"}
+    assert calls == allowed("inventory-policy.json")
+
+
+def test_the_image_tools_are_allowed_their_calls():
+    calls = calls_in("src/gpufleet/ami.py", "src/gpufleet/bake.py")
+    assert calls, "no AWS call found: the scan of the sources is broken"
+    assert calls - allowed("bake-policy.json") == set()
+
+
+def test_the_model_swap_may_only_add_the_model_tag_to_gpu_instances():
+    assert allowed("model-swap-policy.json") == EC2_TAG_MODULE_CALLS
+    serve = (REPO / "roles/model_swap/tasks/serve.yml").read_text()
+    assert "amazon.aws.ec2_tag:" in serve and "purge_tags" not in serve
+    statement = next(
+        s
+        for s in json.loads((IAM / "model-swap-policy.json").read_text())["Statement"]
+        if "ec2:CreateTags" in s["Action"]
+    )
+    assert statement["Resource"] == "arn:aws:ec2:*:*:instance/*"
+    assert statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == ["gpufleet:model"]
+
+
+def test_the_launch_template_requires_imdsv2_and_encrypted_volumes():
+    data = json.loads((IAM / "launch-template.json").read_text())
+    model = botocore.session.get_session().get_service_model("ec2")
+    shape = model.operation_model("CreateLaunchTemplate").input_shape
+    report = ParamValidator().validate(
+        {"LaunchTemplateName": "gpufleet-gpu", "LaunchTemplateData": data}, shape
+    )
+    assert not report.has_errors(), report.generate_report()
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert all(m["Ebs"]["Encrypted"] for m in data["BlockDeviceMappings"])
