@@ -23,7 +23,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo test lint unit lab-test clean
 
 help:
-	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, swap the pool's model under load, patch the fleet under load, take it down"
+	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 
@@ -81,6 +81,14 @@ demo: deps
 	echo "--- where those requests landed (backend/server, from HAProxy's log)"; \
 	gpufleet lab ssh lb-1 "sudo journalctl --unit haproxy --since @$$load_started --output cat --grep POST \
 		| grep -oE 'be_[a-z0-9_]+/gpu-[0-9]+' | sort | uniq -c"; \
+	echo "--- firewall: Ollama's API on gpu-1 answers the LB only; SSH takes keys only"; \
+	gpu1=$$(ansible-inventory -i $(LAB_INVENTORY) --host gpu-1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["ec2_private_ip"])'); \
+	for from in lb-1 gpu-2; do \
+		gpufleet lab ssh $$from "if curl -fs -m 3 -o /dev/null http://$$gpu1:11434/api/version; \
+			then echo '    $$from -> gpu-1:11434 answered'; else echo '    $$from -> gpu-1:11434 dropped'; fi"; \
+	done; \
+	ssh -F $(LAB_STATE)/ssh/config -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
+		$$gpu1 true 2>&1 | sed 's/^/    password login: /' || true; \
 	echo "--- model swap: the chat pool onto one model first (gpu-3, on qwen2.5:7b, joins llama3.1:8b)"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=llama3.1:8b \
 		| $(call PROGRESS,model_swap,Pull|Record the host); \
