@@ -67,29 +67,29 @@ def test_the_lb_frontend_takes_clients_and_its_exporter_only_monitoring(fleet):
     assert reach_from_controller(lb, 8405) == "open"
 
 
-@pytest.mark.parametrize("host", [GPU, LB])
-def test_ssh_refuses_passwords_root_and_old_ciphers(fleet, host):
-    address = fleet["hosts"][host]
-    config = fleet["lab"]["ssh_config"]
-    no_keys = ["-o", "PubkeyAuthentication=no"]
-    passwords = ["-o", "PreferredAuthentications=password,keyboard-interactive"]
-    password_only = subprocess.run(
-        ["ssh", "-F", config, *no_keys, *passwords, address, "true"],
+def ssh_attempt(fleet: dict, host: str, *options: str) -> subprocess.CompletedProcess:
+    """An SSH login from the controller to host, with options for the client."""
+    return subprocess.run(
+        ["ssh", "-F", fleet["lab"]["ssh_config"], *options, fleet["hosts"][host], "true"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+    )
+
+
+@pytest.mark.parametrize("host", [GPU, LB])
+def test_ssh_refuses_passwords_root_and_old_ciphers(fleet, host):
+    password_only = ssh_attempt(
+        fleet,
+        host,
+        *("-o", "PubkeyAuthentication=no"),
+        *("-o", "PreferredAuthentications=password,keyboard-interactive"),
     )
     # The server offers publickey and nothing else.
     assert password_only.returncode == 255
     assert "Permission denied (publickey)." in password_only.stderr
-    old_cipher = subprocess.run(
-        ["ssh", "-F", config, "-c", "aes128-cbc", address, "true"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    old_cipher = ssh_attempt(fleet, host, "-c", "aes128-cbc")
     assert old_cipher.returncode == 255
     assert "no matching cipher found" in old_cipher.stderr
     effective = dict(
