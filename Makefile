@@ -20,12 +20,13 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc systemd-container debootstr
 LAB_STATE ?= /var/lib/gpufleet-lab
 LAB_INVENTORY := $(LAB_STATE)/inventory
 
-.PHONY: help deps demo test lint unit lab-test clean
+.PHONY: help deps demo docs test lint unit lab-test clean
 
 help:
 	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
+	@echo "make docs   write docs/variables.md from the roles' argument specs"
 
 deps: $(STAMPS)/apt $(STAMPS)/venv
 
@@ -111,6 +112,9 @@ lint: deps
 	@# ansible-lint's syntax check runs playbooks without an inventory, which ansible.cfg
 	@# refuses; ansible-lint lifts any_unparsed_is_failed for it itself, not its sibling.
 	ANSIBLE_INVENTORY_UNPARSED_FAILED=false ansible-lint --profile production
+
+docs: deps
+	$(VENV)/bin/python -m gpufleet.docs
 
 unit: deps
 	pytest tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws
