@@ -11,11 +11,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages: the lab (nspawn, debootstrap, ip, nft, ssh), HAProxy to validate
 # configs on the controller, Packer, zstd for Ollama-style release archives, gpg to
-# sign the lab's stand-in of NVIDIA's apt repository, and XFS and btrfs tools for the
-# model store's tests on loop devices.
+# sign the lab's stand-in of NVIDIA's apt repository, XFS and btrfs tools for the
+# model store's tests on loop devices, and Prometheus (with node exporter) to run the
+# dashboard's queries.
 APT_PACKAGES := python3 python3-venv python3-dev gcc systemd-container debootstrap iproute2 \
 	nftables openssh-client haproxy packer zstd util-linux prometheus-node-exporter \
-	gpg gpg-agent xfsprogs btrfs-progs
+	gpg gpg-agent xfsprogs btrfs-progs prometheus
 
 LAB_STATE ?= /var/lib/gpufleet-lab
 LAB_INVENTORY := $(LAB_STATE)/inventory
@@ -117,7 +118,7 @@ docs: deps
 	$(VENV)/bin/python -m gpufleet.docs
 
 unit: deps
-	pytest tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws
+	pytest tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
 
 lab-test: deps
 	pytest tests/lab
