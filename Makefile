@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit lab-test clean
 
 help:
-	@echo "make demo   bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -55,8 +55,15 @@ PROGRESS = awk '/^PLAY \[|^lab load/ { print; fflush() } \
 	/^TASK \[$(1) : ($(2))/ { host = 1 } host && /\[(gpu|lb)-/ { print "    " $$0; fflush(); host = 0 } \
 	/Show the report/ { report = 1 } report { print; fflush() } report && /^$$/ { report = 0 }'
 
+# The streaming loads' verdicts and the reports, gathered for the summary at the end.
+DEMO_LOG := .cache/demo-load.log
+# KEEP=1 leaves the lab up at the end, to look around.
+KEEP ?=
+
 demo: deps
-	@trap 'gpufleet lab down' EXIT; \
+	@if [ -n "$(KEEP)" ]; then trap 'echo "--- the lab stays up: gpufleet lab status; gpufleet lab ssh gpu-1; ansible-inventory -i $(LAB_INVENTORY) --graph; gpufleet lab down when done"' EXIT; \
+	else trap 'gpufleet lab down' EXIT; fi; \
+	mkdir -p $(dir $(DEMO_LOG)) && : > $(DEMO_LOG); demo_started=$$(date +%s); \
 	GPUFLEET_LAB_MODELS=$(DEMO_MODELS) gpufleet lab up; \
 	echo "--- the fleet as the EC2 inventory sees it"; \
 	ansible-inventory -i $(LAB_INVENTORY) --graph; \
@@ -79,7 +86,7 @@ demo: deps
 	echo "--- load balancer: HAProxy on lb-1 sends each request to the hosts of its model"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml; \
 	load_started=$$(date +%s); \
-	gpufleet lab load --models llama3.1:8b,qwen2.5:7b --seconds 10; \
+	gpufleet lab load --models llama3.1:8b,qwen2.5:7b --seconds 10 | sed -u 's/^/LB, two models: /' | tee -a $(DEMO_LOG); \
 	echo "--- where those requests landed (backend/server, from HAProxy's log)"; \
 	gpufleet lab ssh lb-1 "sudo journalctl --unit haproxy --since @$$load_started --output cat --grep POST \
 		| grep -oE 'be_[a-z0-9_]+/gpu-[0-9]+' | sort | uniq -c"; \
@@ -97,15 +104,19 @@ demo: deps
 	echo "--- model swap under load: chat onto mistral:7b, a canary then batches, while 20 streams run through the LB"; \
 	gpufleet lab load --models llama3.1:8b --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=mistral:7b \
-		| $(call PROGRESS,model_swap,Pull|Record the host); \
-	echo "--- the swap's reports: $$(ls reports/model-swap-*.json | tail -2 | tr '\n' ' ')"; \
+		| $(call PROGRESS,model_swap,Pull|Record the host) | sed -u 's/^lab load/model swap under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^model swap under load: //'; \
+	echo "report: $$(ls reports/model-swap-*.json | tail -1)" >> $(DEMO_LOG); \
 	echo "--- patch window: the lab publishes a Debian point release (libc6), and the fleet is patched under 20 streams"; \
 	gpufleet lab publish-update; \
 	echo "    (forced: the window is Saturdays and Sundays 02:00-05:00 UTC, and the demo runs now)"; \
 	gpufleet lab load --models mistral:7b --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/patch.yml -e patch_force=true \
-		| $(call PROGRESS,patch,Reboot:|Record the host); \
-	echo "--- the patch report: $$(ls reports/patch-*.json | tail -1)"
+		| $(call PROGRESS,patch,Reboot:|Record the host) | sed -u 's/^lab load/patch window under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^patch window under load: //'; \
+	echo "report: $$(ls reports/patch-*.json | tail -1)" >> $(DEMO_LOG); \
+	echo "--- monitoring: Prometheus on the controller scrapes the lab as docs/monitoring/prometheus.yml scrapes EC2; the dashboard's panels"; \
+	gpufleet lab prometheus; \
+	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
+	grep -E '^(LB, two models|model swap under load|patch window under load): lab load|^report: ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .

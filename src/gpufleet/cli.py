@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
-from gpufleet.lab import LabError, bake_host, lab, point_release
+from gpufleet.lab import LabError, bake_host, lab, monitoring, point_release
 from gpufleet.lab.load import Load
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
@@ -84,6 +85,18 @@ def _parser() -> argparse.ArgumentParser:
         "publish-update",
         help="publish the lab's Debian point release (a newer libc6) to every host's apt",
     )
+    scrape = actions.add_parser(
+        "prometheus",
+        help="scrape the lab with Prometheus and run the Grafana dashboard's queries; "
+        "exit 1 if a panel that needs no GPU has no data",
+    )
+    scrape.add_argument(
+        "--seconds", type=float, default=0.0, help="keep scraping this long before the end"
+    )
+    scrape.add_argument(
+        "--screenshot", type=Path, help="a PNG of Prometheus' graph page, by headless Chromium"
+    )
+    scrape.add_argument("--json", action="store_true", help="the results as JSON")
     ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
     ssh.add_argument("host", metavar="HOST")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND")
@@ -262,6 +275,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return _lab_load(topology, args.models, args.seconds, args.concurrency, args.during)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
+    if args.action == "prometheus":
+        return _lab_prometheus(topology, args.seconds, args.screenshot, args.json)
     if args.action == "publish-update":
         published = point_release.publish(paths, topology)
         packages = ", ".join(f"{name} {v}" for name, v in published["packages"].items())
@@ -304,6 +319,27 @@ def _lab_load(
     if command_status:
         return command_status
     return 1 if summary["failed"] or summary["truncated"] else 0
+
+
+def _lab_prometheus(
+    topology: LabTopology, seconds: float, screenshot: Path | None, as_json: bool
+) -> int:
+    """The dashboard's queries against Prometheus scraping the lab; a GPU panel may be empty."""
+    with monitoring.prometheus(monitoring.prometheus_config(monitoring.lab_jobs(topology))) as base:
+        results = monitoring.run_dashboard(base)
+        time.sleep(seconds)
+        if screenshot is not None:
+            title, expression = monitoring.dashboard_queries()[4]
+            monitoring.screenshot(monitoring.graph_url(base, expression), screenshot)
+            print(f"lab prometheus: {title} graphed in {screenshot}")
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    for result in results if not as_json else []:
+        verdict = f"{result.series} series" if result.series else "no data"
+        reason = " (the lab has no GPU)" if result.needs_gpu and not result.series else ""
+        print(f"  {result.title:<28} {verdict}{reason}")
+    missing = [r.title for r in results if not r.series and not r.needs_gpu]
+    return 1 if missing else 0
 
 
 def _spot_notice(paths: LabPaths, host: LabHost, rebalance: bool, clear: bool) -> int:

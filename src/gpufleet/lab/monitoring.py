@@ -1,0 +1,192 @@
+"""Prometheus fed by the lab, and the Grafana dashboard's queries run against it.
+
+Debian's Prometheus runs on the controller (the lab's monitoring host, which the hosts'
+firewalls let in) and scrapes the lab as docs/monitoring/prometheus.yml scrapes EC2: node
+exporter on the GPU hosts (with the gpu_metrics textfile) and HAProxy's exporter on the LB
+hosts, labelled by host name and pool. Every query of docs/monitoring/grafana-dashboard.json
+is then run; the GPU panels stay empty, as the lab has no GPU (tests/monitoring feeds them a
+recorded nvidia-smi). Optionally headless Chromium takes a screenshot of Prometheus' graph
+page.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpufleet.lab import LabError
+from gpufleet.lab.topology import LabTopology
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "monitoring" / "grafana-dashboard.json"
+NODE_EXPORTER_PORT = 9100
+HAPROXY_EXPORTER_PORT = 8405
+# Metrics only a GPU gives: their panels are empty in the lab.
+GPU_ONLY = ("gpufleet_gpu_utilization_ratio", "gpufleet_gpu_memory_used_bytes")
+SCRAPE_INTERVAL_S = 2
+
+# (address:port, labels) per target, by job name.
+Jobs = dict[str, list[tuple[str, dict[str, str]]]]
+
+
+@dataclass(frozen=True)
+class PanelResult:
+    title: str
+    expression: str
+    series: int
+    needs_gpu: bool
+
+
+def dashboard_queries(dashboard: Path = DASHBOARD) -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target of every panel."""
+    panels = json.loads(dashboard.read_text())["panels"]
+    return [(panel["title"], target["expr"]) for panel in panels for target in panel["targets"]]
+
+
+def lab_jobs(topology: LabTopology) -> Jobs:
+    """The lab's hosts as the example's EC2 discovery and relabelling name them."""
+    gpu = [
+        (f"{h.address}:{NODE_EXPORTER_PORT}", {"instance": h.name, "pool": h.pool})
+        for h in topology.hosts
+        if h.role == "gpu"
+    ]
+    lb = [
+        (f"{h.address}:{HAPROXY_EXPORTER_PORT}", {"instance": h.name})
+        for h in topology.hosts
+        if h.role == "lb"
+    ]
+    return {"gpufleet-gpu": gpu, "gpufleet-lb": lb}
+
+
+def prometheus_config(jobs: Jobs, interval_s: int = SCRAPE_INTERVAL_S) -> str:
+    """A Prometheus configuration with static targets; JSON, which YAML reads."""
+    config = {
+        "global": {"scrape_interval": f"{interval_s}s", "scrape_timeout": f"{interval_s}s"},
+        "scrape_configs": [
+            {
+                "job_name": name,
+                "static_configs": [{"targets": [t], "labels": labels} for t, labels in targets],
+            }
+            for name, targets in jobs.items()
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            errors = process.stderr.read()
+            raise LabError(f"{process.args[0]} exited {process.returncode}: {errors}")
+        try:
+            # The URLs are Prometheus' and node exporter's on loopback, built here: http only.
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise LabError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@contextmanager
+def running(argv: list[str], ready_url: str) -> Iterator[None]:
+    """A program started for the block, stopped after it; ready when ready_url answers."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_answering(ready_url, process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def prometheus(config: str) -> Iterator[str]:
+    """Prometheus on a free loopback port with config and a throwaway database; its URL."""
+    if shutil.which("prometheus") is None:
+        raise LabError("prometheus is not installed: run `make deps`")
+    with tempfile.TemporaryDirectory(prefix="gpufleet-prometheus-") as work:
+        config_file = Path(work) / "prometheus.yml"
+        config_file.write_text(config)
+        base = f"http://127.0.0.1:{free_port()}"
+        argv = [
+            "prometheus",
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={Path(work) / 'data'}",
+            f"--web.listen-address={base.removeprefix('http://')}",
+        ]
+        with running(argv, f"{base}/-/ready"):
+            yield base
+
+
+def query(base: str, expression: str) -> list[dict]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - Prometheus on loopback
+        answer = json.load(reply)
+    if answer.get("status") != "success":
+        raise LabError(f"Prometheus refused `{expression}`: {answer}")
+    return answer["data"]["result"]
+
+
+def needs_gpu(expression: str) -> bool:
+    return any(metric in expression for metric in GPU_ONLY)
+
+
+def run_dashboard(base: str, timeout: float = 60, gpu: bool = False) -> list[PanelResult]:
+    """Every dashboard query, asked until it has data (rate() needs two scrapes) or the
+    time is up; without a GPU (gpu false) a GPU panel is asked once, as its data cannot come."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for title, expression in dashboard_queries():
+        series = query(base, expression)
+        waits = gpu or not needs_gpu(expression)
+        while not series and waits and time.monotonic() < deadline:
+            time.sleep(1)
+            series = query(base, expression)
+        results.append(PanelResult(title, expression, len(series), needs_gpu(expression)))
+    return results
+
+
+def screenshot(url: str, path: Path) -> None:
+    """Prometheus' page at url as a PNG, rendered by headless Chromium."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise LabError("--screenshot needs Chromium: apt-get install chromium")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            browser,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=15000",
+            f"--screenshot={path}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def graph_url(base: str, expression: str, range_input: str = "15m") -> str:
+    return f"{base}/graph?" + urllib.parse.urlencode(
+        {"g0.expr": expression, "g0.tab": "0", "g0.range_input": range_input}
+    )
