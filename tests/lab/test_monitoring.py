@@ -18,7 +18,7 @@ def test_every_panel_that_needs_no_gpu_has_data_from_the_lab(fleet):
     panels = json.loads(result.stdout)
     assert {p["title"] for p in panels if not p["series"]} == GPU_PANELS, panels
     by_title = {p["title"]: p["series"] for p in panels}
-    # One series per pool the lab's GPU hosts make up, and per model backend on the LB.
+    # One series per pool of the lab's GPU hosts; the default backend and a model's at least.
     assert by_title["Requests per pool"] >= 1
-    assert by_title["Requests per model backend"] >= 3
+    assert by_title["Requests per model backend"] >= 2
     assert by_title["Models loaded per host"] >= 1

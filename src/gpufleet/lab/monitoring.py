@@ -186,7 +186,7 @@ def screenshot(url: str, path: Path) -> None:
     )
 
 
-def graph_url(base: str, expression: str, range_input: str = "15m") -> str:
+def graph_url(base: str, expression: str, range_input: str = "2m") -> str:
     return f"{base}/graph?" + urllib.parse.urlencode(
         {"g0.expr": expression, "g0.tab": "0", "g0.range_input": range_input}
     )
