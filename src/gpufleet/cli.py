@@ -329,15 +329,20 @@ def _lab_prometheus(
         results = monitoring.run_dashboard(base)
         time.sleep(seconds)
         if screenshot is not None:
-            title, expression = monitoring.dashboard_queries()[4]
+            expression = next(
+                query
+                for title, query in monitoring.dashboard_queries()
+                if title == monitoring.SCREENSHOT_PANEL
+            )
             monitoring.screenshot(monitoring.graph_url(base, expression), screenshot)
-            print(f"lab prometheus: {title} graphed in {screenshot}")
+            print(f"lab prometheus: {monitoring.SCREENSHOT_PANEL} graphed in {screenshot}")
     if as_json:
         print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
-    for result in results if not as_json else []:
-        verdict = f"{result.series} series" if result.series else "no data"
-        reason = " (the lab has no GPU)" if result.needs_gpu and not result.series else ""
-        print(f"  {result.title:<28} {verdict}{reason}")
+    else:
+        for result in results:
+            verdict = f"{result.series} series" if result.series else "no data"
+            reason = " (the lab has no GPU)" if result.needs_gpu and not result.series else ""
+            print(f"  {result.title:<28} {verdict}{reason}")
     missing = [r.title for r in results if not r.series and not r.needs_gpu]
     return 1 if missing else 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpufleet.lab import LabError
+from gpufleet.lab import LabError, system
 from gpufleet.lab.topology import LabTopology
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "monitoring" / "grafana-dashboard.json"
@@ -33,6 +32,8 @@ HAPROXY_EXPORTER_PORT = 8405
 # Metrics only a GPU gives: their panels are empty in the lab.
 GPU_ONLY = ("gpufleet_gpu_utilization_ratio", "gpufleet_gpu_memory_used_bytes")
 SCRAPE_INTERVAL_S = 2
+# The panel `--screenshot` graphs: it has data in the lab, GPU or not.
+SCREENSHOT_PANEL = "Requests per model backend"
 
 # (address:port, labels) per target, by job name.
 Jobs = dict[str, list[tuple[str, dict[str, str]]]]
@@ -82,25 +83,13 @@ def prometheus_config(jobs: Jobs, interval_s: int = SCRAPE_INTERVAL_S) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_answering(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            errors = process.stderr.read()
-            raise LabError(f"{process.args[0]} exited {process.returncode}: {errors}")
-        try:
-            # The URLs are Prometheus' and node exporter's on loopback, built here: http only.
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise LabError(f"{url} did not answer within {timeout:.0f} s")
+def answers(url: str) -> bool:
+    try:
+        # The URLs are Prometheus' and the exporters' on loopback, built here: http only.
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+            return True
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -108,7 +97,12 @@ def running(argv: list[str], ready_url: str) -> Iterator[None]:
     """A program started for the block, stopped after it; ready when ready_url answers."""
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until_answering(ready_url, process)
+        started = system.wait_until(lambda: process.poll() is not None or answers(ready_url), 30)
+        if process.poll() is not None:
+            errors = process.stderr.read()
+            raise LabError(f"{argv[0]} exited {process.returncode}: {errors}")
+        if not started:
+            raise LabError(f"{ready_url} did not answer within 30 s")
         yield
     finally:
         process.terminate()
@@ -123,7 +117,7 @@ def prometheus(config: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="gpufleet-prometheus-") as work:
         config_file = Path(work) / "prometheus.yml"
         config_file.write_text(config)
-        base = f"http://127.0.0.1:{free_port()}"
+        base = f"http://127.0.0.1:{system.free_port()}"
         argv = [
             "prometheus",
             f"--config.file={config_file}",
