@@ -9,7 +9,6 @@ The GPU is the only stand-in: nvidia-smi's CSV recorded on a g4dn.xlarge.
 from __future__ import annotations
 
 import json
-import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,13 @@ from pathlib import Path
 import pytest
 import repo_scripts
 from canned_http import Reply, canned_http
+from fake_nvidia_smi import fake_nvidia_smi
 
 from gpufleet.lab import monitoring
+from gpufleet.lab.system import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "docs" / "monitoring"
-NVIDIA_SMI_SAMPLE = REPO / "tests" / "unit" / "nvidia_smi" / "t4_g4dn_xlarge.csv"
 GiB = 1024**3
 OLLAMA_PS = {
     "models": [
@@ -36,15 +36,13 @@ metrics = repo_scripts.load("roles/gpu_metrics/files/gpufleet_gpu_metrics.py")
 
 def gpu_textfile(directory: Path) -> None:
     """What the gpu_metrics timer writes on a T4 host serving llama3.1:8b."""
-    nvidia_smi = directory.parent / "nvidia-smi"
-    nvidia_smi.write_text(f"#!/bin/sh\ncat <<'EOF'\n{NVIDIA_SMI_SAMPLE.read_text()}EOF\n")
-    nvidia_smi.chmod(nvidia_smi.stat().st_mode | stat.S_IEXEC)
+    nvidia_smi = fake_nvidia_smi(directory.parent, "t4_g4dn_xlarge.csv")
     replies = {
         "/api/ps": Reply(json.dumps(OLLAMA_PS).encode()),
         "/api/tags": Reply(json.dumps(OLLAMA_TAGS).encode()),
     }
     with canned_http(replies) as ollama:
-        text = metrics.collect(str(nvidia_smi), ollama)
+        text = metrics.collect(nvidia_smi, ollama)
     metrics.write_atomically(directory / "gpufleet_gpu.prom", text)
 
 
@@ -68,8 +66,8 @@ def prometheus(tmp_path_factory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("monitoring")
     textfile = work / "textfile"
     gpu_textfile(textfile)
-    node, exporter = monitoring.free_port(), monitoring.free_port()
-    haproxy_config(work / "haproxy.cfg", exporter, monitoring.free_port())
+    node, exporter = free_port(), free_port()
+    haproxy_config(work / "haproxy.cfg", exporter, free_port())
     jobs = {
         "gpufleet-gpu": [(f"127.0.0.1:{node}", {"instance": "gpu-1", "pool": "chat"})],
         "gpufleet-lb": [(f"127.0.0.1:{exporter}", {"instance": "lb-1"})],

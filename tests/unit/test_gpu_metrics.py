@@ -1,17 +1,16 @@
 """The GPU metrics collector: nvidia-smi parsing, Ollama's API, real Prometheus text."""
 
-import stat
 import sys
 from pathlib import Path
 
 import pytest
 import repo_scripts
 from canned_http import Reply, canned_http
+from fake_nvidia_smi import fake_nvidia_smi
 from prometheus_client.parser import text_string_to_metric_families
 
 metrics = repo_scripts.load("roles/gpu_metrics/files/gpufleet_gpu_metrics.py")
 SCRIPT = Path(metrics.__file__)
-SAMPLES = Path(__file__).resolve().parent / "nvidia_smi"
 
 
 def parsed(text):
@@ -21,14 +20,6 @@ def parsed(text):
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-def fake_nvidia_smi(tmp_path, sample=None, status=0):
-    script = tmp_path / "nvidia-smi"
-    body = (SAMPLES / sample).read_text() if sample else ""
-    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{body}EOF\nexit {status}\n")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return str(script)
 
 
 @pytest.mark.parametrize(
