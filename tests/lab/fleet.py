@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import secrets
+import socket
 import subprocess
 import tempfile
 import time
@@ -89,3 +90,26 @@ def wait_for(condition, timeout: float, step: float = 0.2) -> float:
             pytest.fail(f"not within {timeout} s: {condition.__doc__ or condition}")
         time.sleep(step)
     return time.monotonic() - started
+
+
+def reach_from(host: str, address: str, port: int) -> str:
+    """From a lab host: 'open', 'refused' or 'timeout' for a TCP connection."""
+    probe = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{address}', {port}), timeout=3); print('open')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except TimeoutError: print('timeout')\n"
+    )
+    return on_host(host, f'python3 -c "{probe}"').strip()
+
+
+def reach_from_controller(address: str, port: int) -> str:
+    """From the controller (the lab's ops and monitoring host): the same three answers."""
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+    return "open"

@@ -9,39 +9,23 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from fleet import LB, STATS_PASSWORD, playbook, vaulted_stats_password
+from fleet import (
+    LB,
+    STATS_PASSWORD,
+    playbook,
+    reach_from,
+    reach_from_controller,
+    vaulted_stats_password,
+)
 from labctl import on_host
 
 GPU = "gpu-1"
 PORTS_TABLE = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 TABLE_ROW = re.compile(r"^\| (gpu|lb) \| (\d+)/tcp \|", re.MULTILINE)
-
-
-def reach_from(host: str, address: str, port: int) -> str:
-    """From a lab host: 'open', 'refused' or 'timeout' for a TCP connection."""
-    probe = (
-        "import socket\n"
-        "try:\n"
-        f"    socket.create_connection(('{address}', {port}), timeout=3); print('open')\n"
-        "except ConnectionRefusedError: print('refused')\n"
-        "except TimeoutError: print('timeout')\n"
-    )
-    return on_host(host, f'python3 -c "{probe}"').strip()
-
-
-def reach_from_controller(address: str, port: int) -> str:
-    try:
-        socket.create_connection((address, port), timeout=3).close()
-    except ConnectionRefusedError:
-        return "refused"
-    except TimeoutError:
-        return "timeout"
-    return "open"
 
 
 def test_only_the_lb_hosts_reach_ollama_and_the_agent_on_a_gpu_host(fleet):
