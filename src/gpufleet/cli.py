@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
         "or 2,1,0 (the default: a stripe, one disk, none)",
     )
     up.add_argument("--nvme-size", help="size of each NVMe disk, a sparse file (default 4G)")
+    up.add_argument(
+        "--bake-hosts",
+        type=int,
+        help="Packer build instances for `lab bake` (bake-1, ...), tagged as Packer tags its "
+        "own, so in no fleet inventory (default 0)",
+    )
 
     _bake_parsers(commands)
     actions.add_parser("down", help="remove every host, mount, namespace, rule and process")
@@ -57,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     lab_bake.add_argument(
         "--models",
         default="",
-        help="models to preload, comma-separated (default: the host's gpufleet:model tag)",
+        help="models to preload, comma-separated (default: the host's gpufleet:model tag; "
+        "on a bake host, every model the lab's GPU hosts serve)",
     )
     notice = actions.add_parser(
         "spot-notice", help="give a host a spot interruption notice from the lab's IMDS"
@@ -242,6 +249,7 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
             args.ec2_port,
             disk_counts(args.nvme_disks),
             args.nvme_size,
+            args.bake_hosts,
         )
         topology = lab.up(paths, request)
         elapsed = time.monotonic() - started
@@ -288,7 +296,7 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
 
 
 def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) -> int:
-    chosen = [m for m in models.split(",") if m] or [topology.host(name).model]
+    chosen = [m for m in models.split(",") if m] or bake_host.default_models(topology, name)
     request = bake_host.bake_request(paths, topology, name, chosen)
     started = time.monotonic()
     bake.bake(request)

@@ -1,8 +1,11 @@
 import re
+from pathlib import Path
 
 import pytest
 
 from gpufleet.lab import LabError
+from gpufleet.lab.bake_host import default_models
+from gpufleet.lab.ec2 import LAB_HOST_TAG, host_tags
 from gpufleet.lab.topology import LabTopology, plan
 
 
@@ -74,6 +77,35 @@ def test_gpu_hosts_get_nvme_disks_cycled_and_load_balancers_none():
     assert {h.nvme_disks for h in plan(2, 0, "10.77.0.0/24", "us-east-1", (3,)).hosts} == {3}
 
 
+def test_bake_hosts_come_last_and_move_no_other_host():
+    fleet = plan(3, 1, "10.77.0.0/24", "us-east-1").hosts
+    with_bake = plan(3, 1, "10.77.0.0/24", "us-east-1", bake_hosts=1).hosts
+    assert with_bake[:-1] == fleet
+    bake = with_bake[-1]
+    assert (bake.name, bake.role, bake.address) == ("bake-1", "bake", "10.77.0.12")
+    assert (bake.pool, bake.model, bake.nvme_disks) == ("", "", 0)
+    with pytest.raises(LabError, match="--bake-hosts must be 0 or more"):
+        plan(3, 1, "10.77.0.0/24", "us-east-1", bake_hosts=-1)
+
+
+def test_a_bake_host_is_tagged_as_packer_tags_its_build_instance():
+    """Packer's run_tags: a name and gpufleet:role=bake, no gpufleet:env, which every fleet
+    inventory (the lab's `tag:gpufleet:env: lab` included) filters on."""
+    gpu, *_, bake = plan(3, 1, "10.77.0.0/24", "us-east-1", bake_hosts=1).hosts
+    assert host_tags(bake) == {
+        "Name": "gpufleet-bake bake-1",
+        "gpufleet:role": "bake",
+        LAB_HOST_TAG: "bake-1",
+    }
+    assert host_tags(gpu)["gpufleet:env"] == "lab"
+    packer = (Path(__file__).parents[2] / "packer" / "sources.pkr.hcl").read_text()
+    run_tags = re.search(r"run_tags = \{(.*?)\n  \}", packer, re.S)
+    assert run_tags and set(re.findall(r'"([^"]+)"\s+=', run_tags.group(1))) == {
+        "Name",
+        "gpufleet:role",
+    }
+
+
 @pytest.mark.parametrize(
     ("disks", "size", "message"),
     [
@@ -86,3 +118,9 @@ def test_gpu_hosts_get_nvme_disks_cycled_and_load_balancers_none():
 def test_nvme_disks_that_cannot_be_are_named(disks, size, message):
     with pytest.raises(LabError, match=re.escape(message)):
         plan(3, 1, "10.77.0.0/24", "us-east-1", disks, size)
+
+
+def test_a_bake_host_preloads_every_served_model_and_a_gpu_host_its_own():
+    topology = plan(3, 1, "10.77.0.0/24", "us-east-1", bake_hosts=1)
+    assert default_models(topology, "bake-1") == ["llama3.1:8b", "qwen2.5:7b"]
+    assert default_models(topology, "gpu-3") == ["qwen2.5:7b"]

@@ -118,8 +118,13 @@ def _base_image(ec2: Any) -> str:
 
 
 def host_tags(host: LabHost) -> dict[str, str]:
-    tags = fleet_tags(host.name, host.role, host.pool, LAB_ENV, host.model)
-    return {**tags, LAB_HOST_TAG: host.name}
+    if host.role == "bake":
+        # Tagged as Packer tags its build instance (run_tags in packer/sources.pkr.hcl): no
+        # gpufleet:env, so no fleet inventory, the lab's included, lists it.
+        own = {tags.NAME: f"gpufleet-bake {host.name}", tags.ROLE: "bake"}
+    else:
+        own = fleet_tags(host.name, host.role, host.pool, LAB_ENV, host.model)
+    return {**own, LAB_HOST_TAG: host.name}
 
 
 def _run_instance(ec2: Any, host: LabHost, subnet_id: str, image_id: str) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -80,6 +81,7 @@ class UpRequest:
     ec2_port: int | None = None
     nvme_disks: tuple[int, ...] | None = None
     nvme_size: str | None = None
+    bake_hosts: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse what cannot be right before anything is looked at or built."""
@@ -219,17 +221,20 @@ def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
             request.region or DEFAULT_REGION,
             request.nvme_disks or DEFAULT_NVME_DISKS,
             request.nvme_size or DEFAULT_NVME_SIZE,
+            request.bake_hosts or 0,
         )
         network.check_subnet_is_free(topology)
         return topology
     gpu = [h for h in current.hosts if h.role == "gpu"]
+    running = Counter(h.role for h in current.hosts)
     wanted = plan(
-        len(gpu) if request.gpu_hosts is None else request.gpu_hosts,
-        len(current.hosts) - len(gpu) if request.lb_hosts is None else request.lb_hosts,
+        running["gpu"] if request.gpu_hosts is None else request.gpu_hosts,
+        running["lb"] if request.lb_hosts is None else request.lb_hosts,
         request.subnet or current.subnet,
         request.region or current.region,
         request.nvme_disks or tuple(h.nvme_disks for h in gpu) or DEFAULT_NVME_DISKS,
         request.nvme_size or current.nvme_size,
+        running["bake"] if request.bake_hosts is None else request.bake_hosts,
     )
     if (wanted.hosts, wanted.region, wanted.nvme_size) != (
         current.hosts,

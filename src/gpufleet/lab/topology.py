@@ -166,14 +166,19 @@ def plan(
     region: str,
     nvme_disks: tuple[int, ...] = DEFAULT_NVME_DISKS,
     nvme_size: str = DEFAULT_NVME_SIZE,
+    bake_hosts: int = 0,
 ) -> LabTopology:
-    """Lay out the hosts: GPU hosts first, then load balancers, alternating two AZs.
+    """Lay out the hosts: GPU hosts first, then load balancers, then bake hosts, alternating
+    two AZs.
 
     The subnet is split in two halves, one per AZ, as two EC2 subnets would be. GPU hosts
-    get instance-store disks by nvme_disks, cycled.
+    get instance-store disks by nvme_disks, cycled. Bake hosts come last so that asking for
+    them moves no other host's address.
     """
     if gpu_hosts < 0 or lb_hosts < 0 or gpu_hosts + lb_hosts == 0:
         raise LabError("the lab needs at least one host: set --gpu-hosts and --lb-hosts >= 0")
+    if bake_hosts < 0:
+        raise LabError("--bake-hosts must be 0 or more")
     try:
         network = ipaddress.IPv4Network(subnet)
     except ValueError as exc:
@@ -182,13 +187,16 @@ def plan(
         raise LabError(f"--subnet {subnet} must be a private IPv4 network of /26 or larger")
     half = network.num_addresses // 2
     per_az = half - 12
-    if (gpu_hosts + lb_hosts + 1) // 2 > per_az:
-        raise LabError(f"--subnet {subnet} is too small for {gpu_hosts + lb_hosts} hosts")
+    count = gpu_hosts + lb_hosts + bake_hosts
+    if (count + 1) // 2 > per_az:
+        raise LabError(f"--subnet {subnet} is too small for {count} hosts")
     check_nvme(nvme_disks, nvme_size)
 
-    roles = [("gpu", i) for i in range(1, gpu_hosts + 1)] + [
-        ("lb", i) for i in range(1, lb_hosts + 1)
-    ]
+    roles = (
+        [("gpu", i) for i in range(1, gpu_hosts + 1)]
+        + [("lb", i) for i in range(1, lb_hosts + 1)]
+        + [("bake", i) for i in range(1, bake_hosts + 1)]
+    )
     hosts = []
     for index, (role, number) in enumerate(roles):
         az_index = index % 2
@@ -216,6 +224,17 @@ def size_bytes(text: str) -> int:
 
 
 def _host(role: str, number: int, address: str, az_index: int) -> LabHost:
+    if role == "bake":
+        # Packer's build instance: in no pool, serving nothing, gone when the image is made.
+        return LabHost(
+            name=f"bake-{number}",
+            role="bake",
+            address=address,
+            az_index=az_index,
+            instance_type=GPU_INSTANCE_TYPES[0],
+            lifecycle="on-demand",
+            pool="",
+        )
     if role == "lb":
         return LabHost(
             name=f"lb-{number}",
