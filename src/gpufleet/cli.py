@@ -350,7 +350,7 @@ def _lab_prometheus(
         for result in results:
             verdict = f"{result.series} series" if result.series else "no data"
             reason = " (the lab has no GPU)" if result.needs_gpu and not result.series else ""
-            print(f"  {result.title:<28} {verdict}{reason}")
+            print(f"  {result.title:<32} {verdict}{reason}")
     missing = [r.title for r in results if not r.series and not r.needs_gpu]
     return 1 if missing else 0
 

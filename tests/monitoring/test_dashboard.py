@@ -112,3 +112,11 @@ def test_the_per_pool_queries_name_the_pool_of_the_lbs_server(prometheus):
     assert [series["metric"] for series in pools] == [{"pool": "chat"}]
     loaded = monitoring.query(prometheus, queries["Models loaded per host"])
     assert loaded[0]["metric"] == {"instance": "gpu-1"} and loaded[0]["value"][1] == "1"
+
+
+def test_every_query_has_its_own_name():
+    """A panel of several targets names each one, so a report or a test never mistakes the
+    5xx query of a panel for its requests query."""
+    names = [name for name, _query in monitoring.dashboard_queries()]
+    assert len(names) == len(set(names)), names
+    assert "Requests per model backend, 5xx" in names

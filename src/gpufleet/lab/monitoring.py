@@ -12,6 +12,7 @@ page.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,9 +49,19 @@ class PanelResult:
 
 
 def dashboard_queries(dashboard: Path = DASHBOARD) -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every target of every panel."""
+    """(name, PromQL) for every target of every panel: the panel's title, and in a panel of
+    several targets what each one's legend adds ("Requests per model backend, 5xx")."""
     panels = json.loads(dashboard.read_text())["panels"]
-    return [(panel["title"], target["expr"]) for panel in panels for target in panel["targets"]]
+    return [
+        (_target_name(panel, target), target["expr"])
+        for panel in panels
+        for target in panel["targets"]
+    ]
+
+
+def _target_name(panel: dict, target: dict) -> str:
+    extra = re.sub(r"\{\{.*?\}\}", "", target.get("legendFormat", "")).strip()
+    return f"{panel['title']}, {extra}" if extra and len(panel["targets"]) > 1 else panel["title"]
 
 
 def lab_jobs(topology: LabTopology) -> Jobs:
