@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit lab-test clean
 
 help:
-	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake a host as the image is, apply the baseline, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -55,27 +55,30 @@ PROGRESS = awk '/^PLAY \[|^lab load/ { print; fflush() } \
 	/^TASK \[$(1) : ($(2))/ { host = 1 } host && /\[(gpu|lb)-/ { print "    " $$0; fflush(); host = 0 } \
 	/Show the report/ { report = 1 } report { print; fflush() } report && /^$$/ { report = 0 }'
 
-# The streaming loads' verdicts and the reports, gathered for the summary at the end.
+# The streaming loads' verdicts, the bake's and the reports, gathered for the summary at the end.
 DEMO_LOG := .cache/demo-load.log
+# Packer's whole output for the bake, which runs in the background beside the fleet's steps.
+DEMO_BAKE_LOG := .cache/demo-bake.log
+# A run's report for the summary: where it is, its outcome and its wall time. $(call REPORT,GLOB)
+REPORT = $(PYTHON) -c 'import json, sys; report = json.load(open(sys.argv[1])); \
+	print("report: %s (%s, wall %.1f s)" % (sys.argv[1], report["outcome"], report["wall_s"]))' \
+	"$$(ls $(1) | tail -n 1)"
 # KEEP=1 leaves the lab up at the end, to look around.
 KEEP ?=
 
 demo: deps
-	@if [ -n "$(KEEP)" ]; then trap 'echo "--- the lab stays up: gpufleet lab status; gpufleet lab ssh gpu-1; ansible-inventory -i $(LAB_INVENTORY) --graph; gpufleet lab down when done"' EXIT; \
-	else trap 'gpufleet lab down' EXIT; fi; \
+	@bake_pid=""; \
+	if [ -n "$(KEEP)" ]; then trap 'if [ -n "$$bake_pid" ]; then kill -- -$$bake_pid 2>/dev/null || true; fi; echo "--- the lab stays up: gpufleet lab status; gpufleet lab ssh gpu-1; ansible-inventory -i $(LAB_INVENTORY) --graph; gpufleet lab down when done"' EXIT; \
+	else trap 'if [ -n "$$bake_pid" ]; then kill -- -$$bake_pid 2>/dev/null || true; fi; gpufleet lab down' EXIT; fi; \
 	mkdir -p $(dir $(DEMO_LOG)) && : > $(DEMO_LOG); demo_started=$$(date +%s); \
-	GPUFLEET_LAB_MODELS=$(DEMO_MODELS) gpufleet lab up; \
-	echo "--- the fleet as the EC2 inventory sees it"; \
+	GPUFLEET_LAB_MODELS=$(DEMO_MODELS) gpufleet lab up --bake-hosts 1; \
+	echo "--- the fleet as the EC2 inventory sees it (bake-1, Packer's build instance, is tagged as Packer tags it: in no group, no inventory)"; \
 	ansible-inventory -i $(LAB_INVENTORY) --graph; \
 	echo "--- every host answers over SSH"; \
 	ansible -i $(LAB_INVENTORY) all -m ansible.builtin.ping; \
-	echo "--- bake: gpu-3 provisioned as the GPU image is (Packer, playbooks/bake.yml, sysprep, image audit)"; \
-	gpufleet lab bake gpu-3; \
-	echo "--- gpu-3 gets a fresh disk: sysprep left no key to log in with, as on an image"; \
-	gpufleet lab reset gpu-3; \
-	echo "--- the baseline, applied to the whole fleet"; \
-	ansible-playbook -i $(LAB_INVENTORY) playbooks/base.yml; \
-	echo "--- GPU hosts: Ollama, node exporter, GPU metrics, each host's model baked into its seed"; \
+	echo "--- bake: Packer provisions bake-1 as the GPU image is (playbooks/bake.yml, sysprep, image audit), in the background: its output in $(DEMO_BAKE_LOG)"; \
+	setsid gpufleet lab bake bake-1 > $(DEMO_BAKE_LOG) 2>&1 & bake_pid=$$!; bake_started=$$(date +%s); \
+	echo "--- GPU hosts: the baseline, the firewall, Ollama, node exporter, GPU metrics, each host's model baked into its seed"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/gpu_hosts.yml -e '{"model_store_hydrate_now": false}'; \
 	echo "--- boot them: the seed is copied onto their NVMe (gpu-1 btrfs RAID0, gpu-2 XFS, gpu-3 none)"; \
 	ansible -i $(LAB_INVENTORY) role_gpu --become -m ansible.builtin.reboot >/dev/null; \
@@ -83,7 +86,7 @@ demo: deps
 		-a 'name=gpufleet-model-store state=started' >/dev/null; \
 	ansible -i $(LAB_INVENTORY) role_gpu --become -m ansible.builtin.command \
 		-a 'journalctl --boot --unit gpufleet-model-store --output cat --grep "hydrated|already on|no instance-store|hydration failed"'; \
-	echo "--- load balancer: HAProxy on lb-1 sends each request to the hosts of its model"; \
+	echo "--- load balancer: the baseline, the firewall, HAProxy on lb-1 sending each request to the hosts of its model"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml; \
 	load_started=$$(date +%s); \
 	gpufleet lab load --models llama3.1:8b,qwen2.5:7b --seconds 10 | sed -u 's/^/LB, two models: /' | tee -a $(DEMO_LOG); \
@@ -105,18 +108,23 @@ demo: deps
 	gpufleet lab load --models llama3.1:8b --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=mistral:7b \
 		| $(call PROGRESS,model_swap,Pull|Record the host) | sed -u 's/^lab load/model swap under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^model swap under load: //'; \
-	echo "report: $$(ls reports/model-swap-*.json | tail -1)" >> $(DEMO_LOG); \
+	$(call REPORT,reports/model-swap-*.json) >> $(DEMO_LOG); \
 	echo "--- patch window: the lab publishes a Debian point release (libc6), and the fleet is patched under 20 streams"; \
 	gpufleet lab publish-update; \
 	echo "    (forced: the window is Saturdays and Sundays 02:00-05:00 UTC, and the demo runs now)"; \
 	gpufleet lab load --models mistral:7b --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/patch.yml -e patch_force=true \
 		| $(call PROGRESS,patch,Reboot:|Record the host) | sed -u 's/^lab load/patch window under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^patch window under load: //'; \
-	echo "report: $$(ls reports/patch-*.json | tail -1)" >> $(DEMO_LOG); \
+	$(call REPORT,reports/patch-*.json) >> $(DEMO_LOG); \
 	echo "--- monitoring: Prometheus on the controller scrapes the lab as docs/monitoring/prometheus.yml scrapes EC2; the dashboard's panels"; \
 	gpufleet lab prometheus; \
+	echo "--- bake: bake-1's image build, started $$(( ($$(date +%s) - bake_started) / 60 )) min ago: its plays so far, then as they come"; \
+	tail --pid=$$bake_pid -n +1 -f $(DEMO_BAKE_LOG) | awk '/: PLAY \[|image audit: |fatal: |finished after/ { print; fflush() }'; \
+	if ! wait $$bake_pid; then bake_pid=""; echo "demo: the bake failed; the end of $(DEMO_BAKE_LOG):"; tail -n 40 $(DEMO_BAKE_LOG); exit 1; fi; \
+	bake_pid=""; \
+	grep -E '^lab bake: |image audit: ' $(DEMO_BAKE_LOG) | tail -n 2 | sed 's/^ *//; s/^gpu.null.ssh_host: //; s/; `lab reset .*//; s/^/bake: /' >> $(DEMO_LOG); \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
-	grep -E '^(LB, two models|model swap under load|patch window under load): lab load|^report: ' $(DEMO_LOG) | sed 's/^/    /'
+	grep -E '^(LB, two models|model swap under load|patch window under load): lab load|^(report|bake): ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .
@@ -131,8 +139,9 @@ docs: deps
 unit: deps
 	pytest tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
 
+# The slowest lab tests listed at the end: where make test's time goes.
 lab-test: deps
-	pytest tests/lab
+	pytest --durations=20 tests/lab
 
 test: lint unit lab-test
 
