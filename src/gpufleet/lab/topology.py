@@ -224,32 +224,14 @@ def size_bytes(text: str) -> int:
 
 
 def _host(role: str, number: int, address: str, az_index: int) -> LabHost:
+    place = {"name": f"{role}-{number}", "role": role, "address": address, "az_index": az_index}
     if role == "bake":
         # Packer's build instance: in no pool, serving nothing, gone when the image is made.
-        return LabHost(
-            name=f"bake-{number}",
-            role="bake",
-            address=address,
-            az_index=az_index,
-            instance_type=GPU_INSTANCE_TYPES[0],
-            lifecycle="on-demand",
-            pool="",
-        )
+        return LabHost(**place, instance_type=GPU_INSTANCE_TYPES[0], lifecycle="on-demand", pool="")
     if role == "lb":
-        return LabHost(
-            name=f"lb-{number}",
-            role="lb",
-            address=address,
-            az_index=az_index,
-            instance_type=LB_INSTANCE_TYPE,
-            lifecycle="on-demand",
-            pool="edge",
-        )
+        return LabHost(**place, instance_type=LB_INSTANCE_TYPE, lifecycle="on-demand", pool="edge")
     return LabHost(
-        name=f"gpu-{number}",
-        role="gpu",
-        address=address,
-        az_index=az_index,
+        **place,
         instance_type=GPU_INSTANCE_TYPES[(number - 1) % len(GPU_INSTANCE_TYPES)],
         lifecycle="spot" if number % 2 == 0 else "on-demand",
         pool="chat",
