@@ -68,8 +68,9 @@ KEEP ?=
 
 demo: deps
 	@bake_pid=""; \
-	if [ -n "$(KEEP)" ]; then trap 'if [ -n "$$bake_pid" ]; then kill -- -$$bake_pid 2>/dev/null || true; fi; echo "--- the lab stays up: gpufleet lab status; gpufleet lab ssh gpu-1; ansible-inventory -i $(LAB_INVENTORY) --graph; gpufleet lab down when done"' EXIT; \
-	else trap 'if [ -n "$$bake_pid" ]; then kill -- -$$bake_pid 2>/dev/null || true; fi; gpufleet lab down' EXIT; fi; \
+	trap 'if [ -n "$$bake_pid" ]; then kill -- -$$bake_pid 2>/dev/null || true; fi; \
+		if [ -n "$(KEEP)" ]; then echo "--- the lab stays up: gpufleet lab status; gpufleet lab ssh gpu-1; ansible-inventory -i $(LAB_INVENTORY) --graph; gpufleet lab down when done"; \
+		else gpufleet lab down; fi' EXIT; \
 	mkdir -p $(dir $(DEMO_LOG)) && : > $(DEMO_LOG); demo_started=$$(date +%s); \
 	GPUFLEET_LAB_MODELS=$(DEMO_MODELS) gpufleet lab up --bake-hosts 1; \
 	echo "--- the fleet as the EC2 inventory sees it (bake-1, Packer's build instance, is tagged as Packer tags it: in no group, no inventory)"; \
