@@ -33,6 +33,8 @@ HAPROXY_EXPORTER_PORT = 8405
 # Metrics only a GPU gives: their panels are empty in the lab.
 GPU_ONLY = ("gpufleet_gpu_utilization_ratio", "gpufleet_gpu_memory_used_bytes")
 SCRAPE_INTERVAL_S = 2
+# How long Prometheus or an exporter may take to answer after it starts.
+READY_TIMEOUT_S = 30
 # The panel `--screenshot` graphs: it has data in the lab, GPU or not.
 SCREENSHOT_PANEL = "Requests per model backend"
 
@@ -108,12 +110,14 @@ def running(argv: list[str], ready_url: str) -> Iterator[None]:
     """A program started for the block, stopped after it; ready when ready_url answers."""
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        started = system.wait_until(lambda: process.poll() is not None or answers(ready_url), 30)
+        started = system.wait_until(
+            lambda: process.poll() is not None or answers(ready_url), READY_TIMEOUT_S
+        )
         if process.poll() is not None:
             errors = process.stderr.read()
             raise LabError(f"{argv[0]} exited {process.returncode}: {errors}")
         if not started:
-            raise LabError(f"{ready_url} did not answer within 30 s")
+            raise LabError(f"{ready_url} did not answer within {READY_TIMEOUT_S} s")
         yield
     finally:
         process.terminate()
