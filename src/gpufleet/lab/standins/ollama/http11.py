@@ -66,7 +66,8 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 
 
 class Response:
-    """Writes one response: whole (json, text) or streamed as NDJSON in chunks."""
+    """Writes one response: whole (json, text) or streamed in chunks, as NDJSON lines (Ollama's
+    API) or as server-sent events (the OpenAI-compatible API)."""
 
     def __init__(self, writer: asyncio.StreamWriter, keep_alive: bool) -> None:
         self.writer = writer
@@ -94,19 +95,25 @@ class Response:
     async def text(self, status: int, text: str) -> None:
         await self.body(status, text.encode(), "text/plain; charset=utf-8")
 
-    async def begin_stream(self, status: int = 200) -> None:
+    async def begin_stream(
+        self, status: int = 200, content_type: str = "application/x-ndjson"
+    ) -> None:
         self.started = True
         self.writer.write(
-            self._head(
-                status, {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"}
-            )
+            self._head(status, {"Content-Type": content_type, "Transfer-Encoding": "chunked"})
         )
         await self.writer.drain()
 
-    async def line(self, obj: object) -> None:
-        data = json.dumps(obj).encode() + b"\n"
+    async def chunk(self, data: bytes) -> None:
         self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await self.writer.drain()
+
+    async def line(self, obj: object) -> None:
+        await self.chunk(json.dumps(obj).encode() + b"\n")
+
+    async def event(self, data: str) -> None:
+        """One server-sent event: `data: ...` and the blank line that ends it."""
+        await self.chunk(f"data: {data}\n\n".encode())
 
     async def end_stream(self) -> None:
         self.writer.write(b"0\r\n\r\n")

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from . import VERSION
+from .api import ApiError, embedding, prompt_tokens
 from .config import Config, api_keep_alive
 from .http11 import Request, Response, serve_connection
 from .names import InvalidName, ModelName
+from .openai_compat import OpenAIApi, openai_error
 from .pull import PullError, pull
-from .scheduler import Runner, Scheduler, ServerBusy
+from .scheduler import Scheduler, ServerBusy
 from .store import DigestMismatch, LocalModel, Store, rfc3339
 
 WORDS = [
@@ -48,13 +51,13 @@ WORDS = [
     "it",
     "ends",
 ]
-EMBEDDING_DIMENSIONS = 32
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+@dataclass
+class Slot:
+    """A request's place on a model's runner: how long loading the model took."""
+
+    load_seconds: float
 
 
 def now_rfc3339() -> str:
@@ -87,20 +90,31 @@ class OllamaServer:
             ("POST", "/api/generate"): self.generate,
             ("POST", "/api/chat"): self.chat,
             ("POST", "/api/embed"): self.embed,
+            ("POST", "/api/embeddings"): self.embeddings,
+            ("POST", "/api/copy"): self.copy,
             ("DELETE", "/api/delete"): self.delete,
         }
+        self.openai = OpenAIApi(self)
+        self.routes.update(self.openai.routes)
 
     # -- plumbing ------------------------------------------------------------------------------
 
     async def handle(self, request: Request, response: Response) -> None:
-        route = self.routes.get((request.method, request.path))
+        route = self.routes.get((request.method, request.path)) or self.openai.route(request)
         if route is None:
             await response.text(404, "404 page not found")
             return
         try:
             await route(request, response)
         except ApiError as exc:
-            if response.started:
+            if request.path.startswith("/v1/"):
+                error = openai_error(exc.status, str(exc))
+                if response.started:
+                    await response.event(json.dumps(error))
+                    await response.end_stream()
+                else:
+                    await response.json(exc.status, error)
+            elif response.started:
                 await response.line({"error": str(exc)})
                 await response.end_stream()
             else:
@@ -239,6 +253,23 @@ class OllamaServer:
                 self.store.blob_path(layer["digest"]).unlink(missing_ok=True)
         await response.body(200, b"", "application/json; charset=utf-8")
 
+    async def copy(self, request: Request, response: Response) -> None:
+        """A new name for a model: a second manifest with the same layers, no blob copied."""
+        data = self.body(request)
+        names = []
+        for field in ("source", "destination"):
+            text = data.get(field) or ""
+            try:
+                names.append(ModelName.parse(text))
+            except InvalidName:
+                raise ApiError(400, f"invalid {field} name") from None
+        source, destination = names
+        if self.store.get(source) is None:
+            raise ApiError(404, f"model '{data['source']}' not found")
+        raw = self.store.manifest_path(source).read_bytes()
+        self.store.write_manifest(destination, raw)
+        await response.body(200, b"", "application/json; charset=utf-8")
+
     # -- pull ------------------------------------------------------------------------------------
 
     async def pull(self, request: Request, response: Response) -> None:
@@ -322,8 +353,7 @@ class OllamaServer:
             )
             return
         started = time.monotonic()
-        runner, load_seconds = await self._acquire(model)
-        try:
+        async with self.slot(model, keep_alive) as slot:
             if not prompt:
                 await response.json(
                     200,
@@ -342,14 +372,14 @@ class OllamaServer:
             if stream:
                 await response.begin_stream()
             pieces = []
-            async for token in self._tokens(prompt, count):
+            async for token in self.tokens(prompt, count):
                 if stream:
                     await response.line(
                         {"model": text, "created_at": now_rfc3339(), **chunk(token), "done": False}
                     )
                 else:
                     pieces.append(token)
-            eval_seconds = time.monotonic() - started - load_seconds
+            eval_seconds = time.monotonic() - started - slot.load_seconds
             final = {
                 "model": text,
                 "created_at": now_rfc3339(),
@@ -358,8 +388,8 @@ class OllamaServer:
                 "done_reason": "stop",
                 **final_extra,
                 "total_duration": ns(time.monotonic() - started),
-                "load_duration": ns(load_seconds),
-                "prompt_eval_count": max(1, len(prompt.split())),
+                "load_duration": ns(slot.load_seconds),
+                "prompt_eval_count": prompt_tokens(prompt),
                 "prompt_eval_duration": ns(0.001),
                 "eval_count": count,
                 "eval_duration": ns(eval_seconds),
@@ -369,17 +399,21 @@ class OllamaServer:
                 await response.end_stream()
             else:
                 await response.json(200, final)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, model: LocalModel, keep_alive: float | None) -> AsyncIterator[Slot]:
+        """A slot on the model's runner for the request, released after it; a full queue is
+        Ollama's 503."""
+        try:
+            runner, load_seconds = await self.scheduler.acquire(model)
+        except ServerBusy as exc:
+            raise ApiError(503, str(exc)) from None
+        try:
+            yield Slot(load_seconds)
         finally:
             await self.scheduler.release(runner, keep_alive)
 
-    async def _acquire(self, model: LocalModel) -> tuple[Runner, float]:
-        """A slot on the model's runner; a full queue is Ollama's 503."""
-        try:
-            return await self.scheduler.acquire(model)
-        except ServerBusy as exc:
-            raise ApiError(503, str(exc)) from None
-
-    async def _tokens(self, prompt: str, count: int) -> AsyncIterator[str]:
+    async def tokens(self, prompt: str, count: int) -> AsyncIterator[str]:
         """Tokens at the configured rate, so a stream lasts as long as a real model's."""
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
         interval = 1.0 / self.config.tokens_per_second if self.config.tokens_per_second else 0
@@ -395,28 +429,26 @@ class OllamaServer:
         inputs = data.get("input", "")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         started = time.monotonic()
-        runner, load_seconds = await self._acquire(model)
-        try:
-            vectors = [_embedding(str(item)) for item in inputs]
-        finally:
-            await self.scheduler.release(runner, self.keep_alive(data))
+        async with self.slot(model, self.keep_alive(data)) as slot:
+            vectors = [embedding(str(item)) for item in inputs]
         await response.json(
             200,
             {
                 "model": text,
                 "embeddings": vectors,
                 "total_duration": ns(time.monotonic() - started),
-                "load_duration": ns(load_seconds),
+                "load_duration": ns(slot.load_seconds),
                 "prompt_eval_count": sum(len(str(item).split()) for item in inputs),
             },
         )
 
-
-def _embedding(text: str) -> list[float]:
-    raw = hashlib.sha256(text.encode()).digest()
-    values = [(byte - 127.5) / 127.5 for byte in raw[:EMBEDDING_DIMENSIONS]]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [round(v / norm, 8) for v in values]
+    async def embeddings(self, request: Request, response: Response) -> None:
+        """The older embeddings endpoint: one prompt, one vector, no counts."""
+        data = self.body(request)
+        _text, model = self.existing(data)
+        async with self.slot(model, self.keep_alive(data)):
+            vector = embedding(str(data.get("prompt") or ""))
+        await response.json(200, {"embedding": vector})
 
 
 async def serve(config: Config) -> None:
