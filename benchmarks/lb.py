@@ -3,7 +3,10 @@
 On loopback: the Ollama stand-in serves one model, and HAProxy runs the haproxy role's own
 configuration (its template and defaults, rendered by Ansible) with that one backend behind
 it, once routing by the model in the body and once sending everything to the default
-backend. Each path gets the same work, in turns, in the same run:
+backend. Both have the front door on as the role sets it by default (an API key checked on
+every request, the allowlist, the per-key limits, set high enough not to refuse the
+benchmark), TLS aside: the figures are of HAProxy's HTTP work. Every request carries the key,
+direct ones too. Each path gets the same work, in turns, in the same run:
 
 - short non-streaming generates (one token, no token delay) from 8 clients on keep-alive
   connections: requests per second and the median latency;
@@ -22,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,8 @@ MODEL = "llama3.1:8b"
 CLIENTS = 8
 STREAMS = 20
 STREAM_TOKENS = 200
+API_KEY = secrets.token_urlsafe(32)
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
 RENDER = """
 - name: Render the haproxy role's configuration for the benchmark
   hosts: localhost
@@ -55,6 +61,17 @@ RENDER = """
       loop:
         - {{src: haproxy.cfg.j2, dest: "{{{{ bench_dir }}}}/haproxy.cfg"}}
         - {{src: models.map.j2, dest: "{{{{ haproxy_models_map }}}}"}}
+        - {{src: api-keys.map.j2, dest: "{{{{ haproxy_api_keys_map }}}}"}}
+    - name: Render the API keys' limits
+      ansible.builtin.template:
+        src: "{repo}/roles/haproxy/templates/api-key-limits.map.j2"
+        dest: "{{{{ item.dest }}}}"
+        mode: "0644"
+      vars:
+        haproxy_api_key_limit: "{{{{ item.limit }}}}"
+      loop:
+        - {{limit: requests_per_minute, dest: "{{{{ haproxy_api_key_rates_map }}}}"}}
+        - {{limit: concurrent_requests, dest: "{{{{ haproxy_api_key_concurrency_map }}}}"}}
 """
 INVENTORY = """
 all:
@@ -126,6 +143,18 @@ def start_haproxy(directory: Path, ollama_port: int, route_by_model: bool) -> tu
         "haproxy_runtime_socket": str(bench / "admin.sock"),
         "haproxy_server_state_file": str(bench / "server-state"),
         "haproxy_models_map": str(bench / "models.map"),
+        "haproxy_tls": False,
+        "haproxy_api_keys": [
+            {
+                "name": "benchmark",
+                "key": API_KEY,
+                "requests_per_minute": 1_000_000_000,
+                "concurrent_requests": 1_000,
+            }
+        ],
+        "haproxy_api_keys_map": str(bench / "api-keys.map"),
+        "haproxy_api_key_rates_map": str(bench / "api-key-rates.map"),
+        "haproxy_api_key_concurrency_map": str(bench / "api-key-concurrency.map"),
         # A journal line per benchmark request would measure syslog, not the LB.
         "haproxy_frontend_extra": ["no log"],
     }
@@ -168,7 +197,7 @@ def short_requests(port: int, total: int) -> tuple[float, list[float]]:
         mine = []
         for _ in range(count):
             started = time.perf_counter()
-            connection.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+            connection.request("POST", "/api/generate", body, HEADERS)
             response = connection.getresponse()
             response.read()
             if response.status != 200:
@@ -193,7 +222,7 @@ def streams(port: int) -> float:
 
     def stream() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+        connection.request("POST", "/api/generate", body, HEADERS)
         last = b""
         for line in connection.getresponse():
             last = line or last

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
-from gpufleet.lab import LabError, bake_host, lab, monitoring, point_release
+from gpufleet.lab import LabError, bake_host, front_door, lab, monitoring, point_release
 from gpufleet.lab.load import Load
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
@@ -280,7 +280,7 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
     if args.action == "bake":
         return _lab_bake(paths, topology, args.host, args.models)
     if args.action == "load":
-        return _lab_load(topology, args.models, args.seconds, args.concurrency, args.during)
+        return _lab_load(paths, topology, args.models, args.seconds, args.concurrency, args.during)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
     if args.action == "prometheus":
@@ -305,7 +305,12 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
 
 
 def _lab_load(
-    topology: LabTopology, models: str | None, seconds: float, concurrency: int, during: list[str]
+    paths: LabPaths,
+    topology: LabTopology,
+    models: str | None,
+    seconds: float,
+    concurrency: int,
+    during: list[str],
 ) -> int:
     """Stream through the LB for some seconds, or while a command runs; exit non-zero when a
     request failed or was cut, or the command failed."""
@@ -315,7 +320,7 @@ def _lab_load(
     chosen = models.split(",") if models else sorted({h.model for h in topology.hosts if h.model})
     command = during[1:] if during[:1] == ["--"] else during
     started = time.monotonic()
-    running = Load(balancers[0].address, LB_PORT, chosen, concurrency).start()
+    running = Load(front_door.lb_target(paths, balancers[0].address), chosen, concurrency).start()
     command_status = subprocess.run(command, check=False).returncode if command else 0
     if not command:
         time.sleep(seconds)

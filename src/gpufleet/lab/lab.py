@@ -20,6 +20,7 @@ from gpufleet.lab import (
     disks,
     downloads,
     ec2,
+    front_door,
     hosts,
     inventory,
     network,
@@ -197,6 +198,7 @@ def status(paths: LabPaths) -> dict[str, object]:
         if topology.registry_port
         else "",
         "ssh_key": str(paths.ssh_key),
+        "front_door": str(front_door.front_door_file(paths)),
         "hosts": host_states,
     }
 
@@ -315,6 +317,7 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     ec2.seed(topology)
     topology, artifacts = _ensure_downloads(paths, topology)
     inventory.write(paths, topology, artifacts)
+    front_door.ensure(paths, topology)
     wait_for_ssh(paths, topology, [h.name for h in topology.hosts])
     return topology
 
