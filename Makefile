@@ -13,10 +13,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # configs on the controller, Packer, zstd for Ollama-style release archives, gpg to
 # sign the lab's stand-in of NVIDIA's apt repository, XFS and btrfs tools for the
 # model store's tests on loop devices, and Prometheus (with node exporter) to run the
-# dashboard's queries.
+# dashboard's queries, and mtail to compile its programs and run them over HAProxy's log lines.
 APT_PACKAGES := python3 python3-venv python3-dev gcc systemd-container debootstrap iproute2 \
 	nftables openssh-client haproxy packer zstd util-linux prometheus-node-exporter \
-	gpg gpg-agent xfsprogs btrfs-progs prometheus
+	gpg gpg-agent xfsprogs btrfs-progs prometheus mtail
 
 LAB_STATE ?= /var/lib/gpufleet-lab
 LAB_INVENTORY := $(LAB_STATE)/inventory
@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit lab-test clean
 
 help:
-	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, route two models through the LB, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -87,8 +87,10 @@ demo: deps
 		-a 'name=gpufleet-model-store state=started' >/dev/null; \
 	ansible -i $(LAB_INVENTORY) role_gpu --become -m ansible.builtin.command \
 		-a 'journalctl --boot --unit gpufleet-model-store --output cat --grep "hydrated|already on|no instance-store|hydration failed"'; \
-	echo "--- load balancer: the baseline, the firewall, HAProxy on lb-1 sending each request to the hosts of its model"; \
+	echo "--- load balancer: the baseline, the firewall, HAProxy on lb-1 (TLS, the lab's API keys) sending each request to the hosts of its model, mtail counting requests per key"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml; \
+	echo "--- the front door: what careless and hostile clients get, and the lab's key through the official ollama and openai clients"; \
+	gpufleet lab front-door | sed -u 's/^    /front door: /' | tee -a $(DEMO_LOG) | sed -u 's/^front door: /    /'; \
 	load_started=$$(date +%s); \
 	gpufleet lab load --models llama3.1:8b,qwen2.5:7b --seconds 10 | sed -u 's/^/LB, two models: /' | tee -a $(DEMO_LOG); \
 	echo "--- where those requests landed (backend/server, from HAProxy's log)"; \
@@ -125,7 +127,7 @@ demo: deps
 	bake_pid=""; \
 	grep -E '^lab bake: |image audit: ' $(DEMO_BAKE_LOG) | tail -n 2 | sed 's/^ *//; s/^gpu.null.ssh_host: //; s/; `lab reset .*//; s/^/bake: /' >> $(DEMO_LOG); \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
-	grep -E '^(LB, two models|model swap under load|patch window under load): lab load|^(report|bake): ' $(DEMO_LOG) | sed 's/^/    /'
+	grep -E '^(LB, two models|model swap under load|patch window under load): lab load|^(report|bake|front door): ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .
@@ -137,8 +139,9 @@ lint: deps
 docs: deps
 	$(VENV)/bin/python -m gpufleet.docs
 
+# Both cores: the unit tests share nothing but the machine.
 unit: deps
-	pytest tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
+	pytest -n 2 tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
 
 # The slowest lab tests listed at the end: where make test's time goes.
 lab-test: deps

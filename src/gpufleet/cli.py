@@ -14,13 +14,11 @@ from pathlib import Path
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
 from gpufleet.lab import LabError, bake_host, front_door, lab, monitoring, point_release
-from gpufleet.lab.load import Load
+from gpufleet.lab.load import Load, stream_once
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
 
 EXIT_DEGRADED = 1
-# Clients reach the LB as they would Ollama.
-LB_PORT = 11434
 EXIT_ABSENT = 3
 
 
@@ -74,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         "--rebalance", action="store_true", help="a rebalance recommendation instead"
     )
     notice.add_argument("--clear", action="store_true", help="take the host's notices back")
+    actions.add_parser(
+        "front-door",
+        help="call the LB as careless and hostile clients would, and with the lab's key through "
+        "the official clients; exit 1 if any answer is not the one it must be",
+    )
     load = actions.add_parser(
         "load", help="stream requests through the lab's LB; exit 1 if any failed or was cut"
     )
@@ -281,6 +284,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return _lab_bake(paths, topology, args.host, args.models)
     if args.action == "load":
         return _lab_load(paths, topology, args.models, args.seconds, args.concurrency, args.during)
+    if args.action == "front-door":
+        return _lab_front_door(paths, topology)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
     if args.action == "prometheus":
@@ -304,6 +309,33 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
     return 0
 
 
+def _lab_front_door(paths: LabPaths, topology: LabTopology) -> int:
+    """Each probe's answer against the one it must be, then a native and an OpenAI stream."""
+    balancer = _first_balancer(topology)
+    wrong = 0
+    for check in front_door.PROBES:
+        status, message = front_door.probe(paths, balancer.address, check)
+        verdict = "as it must" if status == check.expected else f"NOT {check.expected}"
+        wrong += status != check.expected
+        said = f": {message}" if message else ""
+        print(f"    {check.what}: {check.method} {check.path} -> {status} {verdict}{said}")
+    target = front_door.lb_target(paths, balancer.address)
+    model = next(h.model for h in topology.hosts if h.model)
+    for kind in ("chat", "openai-chat"):
+        outcome = stream_once(target, kind, model, 8, 0)
+        wrong += outcome.verdict != "served"
+        key = front_door.LOAD_KEY
+        print(f"    a {kind} stream with the key {key}: {outcome.status} {outcome.verdict}")
+    return 1 if wrong else 0
+
+
+def _first_balancer(topology: LabTopology) -> LabHost:
+    balancers = [h for h in topology.hosts if h.role == "lb"]
+    if not balancers:
+        raise LabError("the lab has no LB host: bring it up with --lb-hosts 1 or more")
+    return balancers[0]
+
+
 def _lab_load(
     paths: LabPaths,
     topology: LabTopology,
@@ -314,20 +346,18 @@ def _lab_load(
 ) -> int:
     """Stream through the LB for some seconds, or while a command runs; exit non-zero when a
     request failed or was cut, or the command failed."""
-    balancers = [h for h in topology.hosts if h.role == "lb"]
-    if not balancers:
-        raise LabError("the lab has no LB host: bring it up with --lb-hosts 1 or more")
+    balancer = _first_balancer(topology)
     chosen = models.split(",") if models else sorted({h.model for h in topology.hosts if h.model})
     command = during[1:] if during[:1] == ["--"] else during
     started = time.monotonic()
-    running = Load(front_door.lb_target(paths, balancers[0].address), chosen, concurrency).start()
+    running = Load(front_door.lb_target(paths, balancer.address), chosen, concurrency).start()
     command_status = subprocess.run(command, check=False).returncode if command else 0
     if not command:
         time.sleep(seconds)
     summary = running.stop().summary()
     print(
         f"lab load: {concurrency} streams for {time.monotonic() - started:.0f} s through "
-        f"{balancers[0].name}: {json.dumps(summary)}"
+        f"{balancer.name}: {json.dumps(summary)}"
     )
     if command_status:
         return command_status

@@ -35,6 +35,8 @@ SECRET_VARIABLE = re.compile(
     r"^\s*(?P<name>\w*(?:password|private_key|secret_key|token))\s*:\s*"
     r"(?P<value>[\"']?[^\s\"'{|>!#][^#]*)$"
 )
+# A YAML anchor with the mapping below it, or an alias of one: a reference, not a value.
+YAML_REFERENCE = re.compile(r"[&*][\w.-]+")
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 VAULT_FILE = re.compile(r"(?:^|/)(?:vault[^/]*\.ya?ml|vault/[^/]+)$")
 MAX_BYTES = 1024 * 1024
@@ -77,7 +79,8 @@ def scan_text(path: str, text: str) -> Iterator[Finding]:
     if path.endswith((".yml", ".yaml")) and not text.startswith(VAULT_HEADER):
         for number, line in enumerate(text.splitlines(), start=1):
             match = SECRET_VARIABLE.match(line)
-            if match and match["value"].strip() not in {'""', "''"}:
+            value = match["value"].strip() if match else ""
+            if match and value not in {'""', "''"} and not YAML_REFERENCE.fullmatch(value):
                 yield Finding(path, number, f"{match['name']} has a literal value (use Vault)")
 
 

@@ -11,7 +11,7 @@ import time
 import warnings
 
 import pytest
-from fleet import LB, LLAMA, QWEN, lb_vars, playbook, statuses, wait_for
+from fleet import LB, LLAMA, QWEN, lb_vars, playbook, statuses, target, wait_for
 from labctl import gpufleet, lab_status
 
 from gpufleet.lab.load import stream_once
@@ -66,9 +66,9 @@ def fleet(lab: dict) -> dict:
     hosts = {h["name"]: h["address"] for h in lab["hosts"]}
     playbook(lab, "gpu_hosts.yml")
     playbook(lab, "loadbalancer.yml", *lb_vars())
-    address = hosts[LB]
+    fleet = {"lab": lab, "hosts": hosts, "lb": hosts[LB]}
     # Warm each model once, so agents report full weight.
     for model in (LLAMA, LLAMA, QWEN):
-        stream_once(address, 11434, "generate", model, 1, 0)
+        stream_once(target(fleet), "generate", model, 1, 0)
     wait_for(lambda: statuses("gpu-1") == {"UP"}, 30)
-    return {"lab": lab, "hosts": hosts, "lb": address}
+    return fleet

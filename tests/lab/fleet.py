@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 from labctl import ansible_playbook, on_host
 
+from gpufleet.lab import front_door
+from gpufleet.lab.load import Target
+from gpufleet.lab.topology import LabPaths
+
 LB = "lb-1"
 LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
 LLAMA_BACKEND, QWEN_BACKEND = "be_model_llama3_1_8b", "be_model_qwen2_5_7b"
@@ -37,15 +41,19 @@ def playbook(lab: dict, name: str, *extra: str, check: bool = True) -> str:
 
 
 @functools.cache
-def vaulted_stats_password() -> tuple[Path, Path]:
-    """The stats password as ops keep it: a vars file encrypted with Ansible Vault, and the
+def vaulted_lb_secrets() -> tuple[Path, Path]:
+    """The LB's secrets as ops keep them: a vars file encrypted with Ansible Vault (the stats
+    password, and the lab's API keys and certificate, the same as its group_vars give), and the
     vault password's file. Written once per session, outside the repository."""
     directory = Path(tempfile.mkdtemp(prefix="gpufleet-vault-"))
     password_file = directory / "vault-password"
     password_file.write_text(secrets.token_hex(16) + "\n")
     password_file.chmod(0o600)
     secrets_file = directory / "lb-secrets.yml"
-    secrets_file.write_text(json.dumps({"haproxy_stats_password": STATS_PASSWORD}) + "\n")
+    lab_secrets = json.loads(front_door.lb_vars_file(LabPaths.from_environment()).read_text())
+    secrets_file.write_text(
+        json.dumps({**lab_secrets, "haproxy_stats_password": STATS_PASSWORD}) + "\n"
+    )
     vault = ["ansible-vault", "encrypt", "--vault-password-file", str(password_file)]
     subprocess.run(
         [*vault, str(secrets_file)],
@@ -56,8 +64,13 @@ def vaulted_stats_password() -> tuple[Path, Path]:
 
 
 def lb_vars(*pairs: str) -> list[str]:
-    secrets_file, password_file = vaulted_stats_password()
+    secrets_file, password_file = vaulted_lb_secrets()
     return ["-e", f"@{secrets_file}", "--vault-password-file", str(password_file), *pairs]
+
+
+def target(fleet: dict, key_name: str | None = front_door.LOAD_KEY) -> Target:
+    """The lab's LB as its clients call it: TLS with the lab's CA, the named API key."""
+    return front_door.lb_target(LabPaths.from_environment(), fleet["lb"], key_name)
 
 
 def runtime(command: str) -> str:

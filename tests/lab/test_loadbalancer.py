@@ -1,5 +1,6 @@
 """The load balancer in front of the lab's GPU fleet: routing by model, drains through the
-fleet agent, spot notices, reloads, a killed Ollama, and what other hosts cannot reach.
+fleet agent, spot notices, reloads, a killed Ollama, what other hosts cannot reach, and the
+front door (TLS, API keys, per-key limits, the allowlist) as clients meet it.
 
 The lab tests' one converged fleet (tests/lab/fleet.py) serves every test here; each test
 leaves it as it found it.
@@ -7,7 +8,9 @@ leaves it as it found it.
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -29,18 +32,26 @@ from fleet import (
     playbook,
     reach_from,
     reach_from_controller,
+    runtime,
     servers,
     statuses,
+    target,
     totals,
     wait_for,
 )
 from labctl import REPO, gpufleet, on_host
+from test_model_swap import GPU_HOSTS, models_on
 
+from gpufleet.lab.front_door import CLIENT_KEY, LOAD_KEY, TIGHT_KEY
 from gpufleet.lab.load import Load, stream_once
 
 
+def models_on_gpu_hosts(fleet: dict) -> dict[str, set[str]]:
+    return {host: models_on(fleet, host) for host in GPU_HOSTS}
+
+
 def load(fleet: dict, models: list[str], concurrency: int = 20, tokens: int = 40) -> Load:
-    return Load(fleet["lb"], 11434, models, concurrency, tokens)
+    return Load(target(fleet), models, concurrency, tokens)
 
 
 def test_a_second_run_of_both_playbooks_changes_nothing(fleet):
@@ -49,14 +60,15 @@ def test_a_second_run_of_both_playbooks_changes_nothing(fleet):
         recap = output[output.index("PLAY RECAP") :].splitlines()[1:5]
         changed = [line for line in recap if "changed=" in line and "changed=0" not in line]
         assert not changed, f"{name}: {changed}"
+        assert "PRIVATE KEY" not in output and "API keys are off" not in output
 
 
 def test_requests_land_on_the_hosts_of_their_model_and_unknown_models_on_the_default(fleet):
     before = servers()
     for model in (LLAMA,) * 6 + (QWEN,) * 3 + ("mistral:7b",) * 2:
-        stream_once(fleet["lb"], 11434, "generate", model, 1, 0)
+        stream_once(target(fleet), "generate", model, 1, 0)
     # The OpenAI-compatible path is routed by the same field.
-    stream_once_openai(fleet["lb"], QWEN)
+    assert stream_once(target(fleet), "openai-chat", QWEN, 1, 0).verdict == "served"
     after = servers()
     gained = {key: int(after[key]["stot"]) - int(before[key]["stot"]) for key in after}
     assert sum(v for (b, _), v in gained.items() if b == LLAMA_BACKEND) == 6, gained
@@ -69,32 +81,13 @@ def test_requests_land_on_the_hosts_of_their_model_and_unknown_models_on_the_def
     )
 
 
-def stream_once_openai(address: str, model: str) -> None:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    with socket.create_connection((address, 11434), timeout=10) as connection:
-        connection.sendall(
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode()
-        )
-        while connection.recv(65536):
-            pass
-
-
 def test_a_model_named_beyond_the_buffer_goes_to_the_default_backend(fleet):
     """The documented limit: the model is read from the first tune.bufsize bytes only."""
     before = servers()
     padding = "x" * 70000
-    body = json.dumps({"prompt": padding, "model": QWEN, "stream": False})
-    with socket.create_connection((fleet["lb"], 11434), timeout=30) as connection:
-        connection.sendall(
-            f"POST /api/generate HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode()
-        )
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
+    status, answer, _ = call(fleet, "POST", "/api/generate", {"prompt": padding, "model": QWEN})
     # Ollama answers (the default backend's host may lack the model: 404), not HAProxy.
-    assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 404")), answer[:200]
+    assert status in (200, 404), answer[:200]
     assert b"<html>" not in answer
     after = servers()
     assert int(after[(QWEN_BACKEND, "gpu-3")]["stot"]) == int(
@@ -152,7 +145,7 @@ def test_a_reload_keeps_a_runtime_drain_and_a_bad_config_changes_nothing(fleet):
     assert output.startswith("rc=2") or not output.startswith("rc=0"), output[-2000:]
     assert "no-such-directive" in output
     assert on_host(LB, "sudo sha256sum /etc/haproxy/haproxy.cfg") == config_before
-    assert stream_once(fleet["lb"], 11434, "generate", LLAMA, 1, 0).verdict == "served"
+    assert stream_once(target(fleet), "generate", LLAMA, 1, 0).verdict == "served"
 
     haproxy_module(fleet, f"state=enabled host=gpu-3 socket={SOCKET} wait=true wait_interval=1")
     playbook(fleet["lab"], "loadbalancer.yml", *lb_vars())
@@ -234,55 +227,225 @@ def fetch_on(host: str, url: str, auth: tuple[str, str] = ("", "")) -> str:
     return on_host(host, f"python3 -c '{FETCH}' {url} '{auth[0]}' '{auth[1]}'")
 
 
-def test_tls_termination_with_a_self_signed_certificate(fleet, tmp_path):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=lb-1",
-            "-addext",
-            f"subjectAltName=IP:{fleet['lb']}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
+def test_tls_is_on_by_default_with_1_3_offered_and_1_1_refused(fleet):
+    door = target(fleet)
+    context = ssl.create_default_context(cafile=str(door.ca_file))
+    with (
+        socket.create_connection((fleet["lb"], 11434), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=fleet["lb"]) as tls_socket,
+    ):
+        assert tls_socket.version() == "TLSv1.3"
+    # A client that offers TLS 1.1 alone (allowed on its side) is refused by the LB.
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(door.ca_file))
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with (
+        pytest.raises(ssl.SSLError, match=r"PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL"),
+        socket.create_connection((fleet["lb"], 11434), timeout=10) as raw,
+    ):
+        old.wrap_socket(raw, server_hostname=fleet["lb"])
+    # Plain HTTP on the TLS port is not served.
+    with pytest.raises(http.client.HTTPException):
+        plain = http.client.HTTPConnection(fleet["lb"], 11434, timeout=10)
+        plain.request("GET", "/api/version")
+        plain.getresponse().read()
+
+
+# -- the front door -----------------------------------------------------------------------------
+
+
+def call(
+    fleet: dict,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    key: str | None = LOAD_KEY,
+    headers: dict | None = None,
+) -> tuple[int, bytes, dict]:
+    """One HTTPS request to the LB with the named lab key: its status, body and headers."""
+    door = target(fleet, key)
+    connection = http.client.HTTPSConnection(
+        fleet["lb"], 11434, timeout=30, context=door.ssl_context()
     )
-    tls = json.dumps(
-        {"haproxy_tls_certificate": cert.read_text(), "haproxy_tls_private_key": key.read_text()}
-    )
-    output = playbook(fleet["lab"], "loadbalancer.yml", *lb_vars("-e", tls))
-    assert "BEGIN PRIVATE KEY" not in output
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if door.key:
+        sent["Authorization"] = f"Bearer {door.key}"
     try:
-        context = ssl.create_default_context(cafile=str(cert))
-        with (
-            socket.create_connection((fleet["lb"], 11434), timeout=10) as raw,
-            context.wrap_socket(raw, server_hostname=fleet["lb"]) as tls_socket,
-        ):
-            assert tls_socket.version() == "TLSv1.3"
-            tls_socket.sendall(
-                b"GET /api/version HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
-            )
-            assert tls_socket.recv(4096).startswith(b"HTTP/1.1 200")
-        # A client that offers TLS 1.1 alone (allowed on its side) is refused by the LB.
-        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        old.load_verify_locations(str(cert))
-        old.set_ciphers("DEFAULT:@SECLEVEL=0")
-        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
-        with (
-            pytest.raises(ssl.SSLError, match=r"PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL"),
-            socket.create_connection((fleet["lb"], 11434), timeout=10) as raw,
-        ):
-            old.wrap_socket(raw, server_hostname=fleet["lb"])
+        connection.request(method, path, json.dumps(body) if body is not None else None, sent)
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
     finally:
-        playbook(fleet["lab"], "loadbalancer.yml", *lb_vars())
+        connection.close()
+
+
+def backend_totals() -> int:
+    """Requests every server of every backend has had: what reached GPU hosts."""
+    return sum(int(row["stot"]) for row in servers().values())
+
+
+def test_no_key_a_wrong_key_or_no_bearer_is_401_and_reaches_no_gpu_host(fleet):
+    before, models_before = backend_totals(), models_on_gpu_hosts(fleet)
+    wrong = {"Authorization": "Bearer " + "x" * 43}
+    basic = {"Authorization": "Basic " + target(fleet).key}
+    bare = {"Authorization": target(fleet).key}
+    for headers in ({}, wrong, basic, bare):
+        for method, path in (
+            ("GET", "/api/tags"),
+            ("POST", "/api/chat"),
+            ("DELETE", "/api/delete"),
+        ):
+            status, body, answered = call(fleet, method, path, {"model": LLAMA}, None, headers)
+            assert status == 401, (headers, path, body)
+            assert answered["www-authenticate"] == "Bearer"
+            assert "API key is required" in json.loads(body)["error"]
+    # The official clients meet the same refusal.
+    for kind in ("chat", "openai-chat"):
+        refused = stream_once(target(fleet, None), kind, LLAMA, 1, 0)
+        assert (refused.status, refused.verdict) == (401, "failed"), refused
+    assert backend_totals() == before
+    assert models_on_gpu_hosts(fleet) == models_before
+
+
+MANAGEMENT_CALLS = [
+    ("DELETE", "/api/delete", {"model": LLAMA}),
+    ("POST", "/api/pull", {"model": "mistral:7b"}),
+    ("POST", "/api/push", {"model": LLAMA}),
+    ("POST", "/api/create", {"model": "mine", "from": LLAMA}),
+    ("POST", "/api/copy", {"source": LLAMA, "destination": "mine"}),
+    ("POST", "/api/blobs/sha256:" + "0" * 64, None),
+    ("HEAD", "/api/blobs/sha256:" + "0" * 64, None),
+    ("GET", "/api/generate", None),
+    ("POST", "/api//delete", {"model": LLAMA}),
+    ("POST", "/api/chat/../delete", {"model": LLAMA}),
+    ("GET", "/v1/models/../../api/tags", None),
+    ("GET", "/", None),
+    ("GET", "/metrics", None),
+]
+
+
+def test_management_calls_with_a_valid_key_are_403_naming_the_path_and_reach_no_gpu_host(fleet):
+    before, models_before = backend_totals(), models_on_gpu_hosts(fleet)
+    for method, path, body in MANAGEMENT_CALLS:
+        status, answer, _ = call(fleet, method, path, body)
+        assert status == 403, (method, path, answer)
+        if method != "HEAD":
+            assert json.loads(answer)["error"].startswith(f"{method} {path} is not served"), answer
+    assert backend_totals() == before
+    assert models_on_gpu_hosts(fleet) == models_before
+
+
+def test_client_calls_pass_with_a_key_native_and_openai_compatible(fleet):
+    for method, path, body in (
+        ("GET", "/api/tags", None),
+        ("GET", "/api/ps", None),
+        ("GET", "/api/version", None),
+        ("GET", "/v1/models", None),
+        ("GET", f"/v1/models/{QWEN}", None),
+        ("POST", "/api/show", {"model": QWEN}),
+        ("POST", "/api/embed", {"model": QWEN, "input": "sky"}),
+        ("POST", "/api/embeddings", {"model": QWEN, "prompt": "sky"}),
+        ("POST", "/v1/embeddings", {"model": QWEN, "input": "sky"}),
+        ("POST", "/v1/completions", {"model": QWEN, "prompt": "hi", "max_tokens": 2}),
+    ):
+        status, answer, _ = call(fleet, method, path, body)
+        assert status == 200, (method, path, answer[:300])
+    for kind in ("chat", "generate", "openai-chat", "embed"):
+        assert stream_once(target(fleet), kind, QWEN, 3, 0).verdict == "served", kind
+
+
+def test_a_body_over_the_limit_is_413_at_the_lb(fleet):
+    before = backend_totals()
+    status, answer, _ = call(
+        fleet, "POST", "/api/chat", {"model": LLAMA}, headers={"Content-Length": "40000000"}
+    )
+    assert status == 413 and "over the load balancer limit" in json.loads(answer)["error"]
+    assert backend_totals() == before
+
+
+def test_a_key_over_its_limits_gets_429_with_retry_after_and_its_counts_show(fleet):
+    """lab-tight may have 3 requests at once and 20 a minute."""
+    with Load(target(fleet, TIGHT_KEY), [LLAMA], concurrency=5, tokens=60) as running:
+        time.sleep(3)
+    refused = [o for o in running.report.outcomes if o.status == 429]
+    assert refused and all("requests in flight, its limit" in o.detail for o in refused), (
+        running.report.outcomes[:6]
+    )
+    assert 0 < running.report.count("served") <= 20
+    statuses_seen, retry_after = [], set()
+    for _ in range(25):
+        status, answer, headers = call(fleet, "GET", "/api/version", key=TIGHT_KEY)
+        statuses_seen.append(status)
+        if status == 429:
+            retry_after.add(headers["retry-after"])
+            assert "over its limit of 20 requests a minute" in json.loads(answer)["error"]
+    assert 429 in statuses_seen and retry_after == {"60"}, statuses_seen
+    # Another key is not held back by it.
+    assert call(fleet, "GET", "/api/version", key=CLIENT_KEY)[0] == 200
+    table = runtime("show table st_api_keys")
+    counts = dict(re.findall(r"key=(\S+) .*?http_req_cnt=(\d+)", table))
+    assert int(counts[TIGHT_KEY]) >= len(running.report.outcomes) + 25, table
+    logged = on_host(
+        LB, "sudo journalctl --unit haproxy --since -5min --output cat --grep key=lab-tight"
+    )
+    assert " 429 " in logged and " 200 " in logged
+    # mtail's counters, as the monitoring host scrapes them.
+    with urllib.request.urlopen(f"http://{fleet['lb']}:3903/metrics", timeout=10) as metrics:
+        exported = metrics.read().decode()
+    tight = r'gpufleet_lb_requests_total\{api_key="lab-tight",backend="[^"]+",'
+    counted = {
+        code: float(value)
+        for code, value in re.findall(tight + r'code="(\d+)"[^}]*\} (\S+)', exported)
+    }
+    assert counted.get("429", 0) >= 1 and counted.get("200", 0) >= 1, exported[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (
+            {
+                "haproxy_api_keys": [
+                    {"name": "alpha", "key": "k" * 40},
+                    {"name": "alpha", "key": "j" * 40},
+                    {"name": "beta", "key": "short"},
+                    {"name": "gamma", "key": "k" * 40, "requests_per_minute": 0},
+                    {"name": "delta", "key": ""},
+                ]
+            },
+            [
+                "the name 'alpha' is given to 2 keys",
+                "key 'beta' is shorter than 32 characters",
+                "keys 'alpha' and 'gamma' are the same key",
+                "key 'gamma': requests_per_minute must be a whole number above 0",
+                "key 'delta' has an empty key",
+            ],
+        ),
+        ({"haproxy_api_keys": []}, ["haproxy_api_keys is empty, and keys are required"]),
+        (
+            {"haproxy_api_key_concurrent_requests": -1},
+            ["haproxy_api_key_concurrent_requests must be"],
+        ),
+        (
+            {"haproxy_tls_certificate": ""},
+            ["TLS is on (haproxy_tls) and needs both", "haproxy_tls_certificate is empty"],
+        ),
+    ],
+)
+def test_bad_front_door_settings_are_refused_before_the_lb_is_touched(fleet, settings, named):
+    before = on_host(
+        LB, "sudo sha256sum /etc/haproxy/haproxy.cfg /etc/haproxy/*.map /etc/nftables.conf"
+    )
+    output = playbook(
+        fleet["lab"], "loadbalancer.yml", *lb_vars("-e", json.dumps(settings)), check=False
+    )
+    assert output.startswith("rc=2"), output[-3000:]
+    said = " ".join(output.split())
+    for sentence in named:
+        assert sentence in said, (sentence, output[-3000:])
+    assert "k" * 40 not in output and "j" * 40 not in output
+    assert "changed=0" in output.split("PLAY RECAP")[-1]
+    assert (
+        on_host(LB, "sudo sha256sum /etc/haproxy/haproxy.cfg /etc/haproxy/*.map /etc/nftables.conf")
+        == before
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fleet import FLAG, LLAMA, lb_vars, playbook, servers
+from fleet import FLAG, LLAMA, lb_vars, playbook, servers, target
 from labctl import REPO, ec2_instances, on_host
 
 from gpufleet.lab.load import Load, stream_once
@@ -100,7 +100,7 @@ def test_a_swap_that_cannot_work_is_refused_before_any_host_is_touched(
 
 
 def test_a_canary_that_cannot_get_the_model_leaves_the_fleet_serving_the_old_one(one_model_pool):
-    load = Load(one_model_pool["lb"], 11434, [LLAMA], concurrency=20, tokens=40).start()
+    load = Load(target(one_model_pool), [LLAMA], concurrency=20, tokens=40).start()
     output = swap(one_model_pool, BROKEN, check=False)
     outcome = load.stop()
     assert not output.startswith("rc=0"), output[-3000:]
@@ -121,14 +121,14 @@ def test_a_canary_that_cannot_get_the_model_leaves_the_fleet_serving_the_old_one
 
 def test_the_pool_moves_to_the_new_model_under_load_without_a_dropped_request(one_model_pool):
     fleet = one_model_pool
-    load = Load(fleet["lb"], 11434, [LLAMA], concurrency=20, tokens=40).start()
+    load = Load(target(fleet), [LLAMA], concurrency=20, tokens=40).start()
     swap(fleet, MISTRAL)
     outcome = load.stop()
     summary = outcome.summary()
     assert summary["failed"] == 0 and summary["truncated"] == 0, outcome.problems()[:5]
     assert summary["served"] >= 20
     kinds = {o.kind for o in outcome.outcomes}
-    assert kinds == {"generate", "chat"}
+    assert kinds == {"generate", "chat", "openai-chat", "embed"}
 
     assert tagged_models(fleet) == dict.fromkeys(GPU_HOSTS, MISTRAL)
     report = newest_report()
@@ -144,8 +144,8 @@ def test_the_pool_moves_to_the_new_model_under_load_without_a_dropped_request(on
     # on disk, is served from the default backend.
     before = servers()
     for number in range(9):
-        assert stream_once(fleet["lb"], 11434, "generate", MISTRAL, 1, number).verdict == "served"
-    assert stream_once(fleet["lb"], 11434, "chat", LLAMA, 1, 0).verdict == "served"
+        assert stream_once(target(fleet), "generate", MISTRAL, 1, number).verdict == "served"
+    assert stream_once(target(fleet), "chat", LLAMA, 1, 0).verdict == "served"
     after = servers()
     gained = {
         h: int(after[(MISTRAL_BACKEND, h)]["stot"]) - int(before[(MISTRAL_BACKEND, h)]["stot"])

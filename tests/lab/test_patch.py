@@ -16,7 +16,7 @@ import subprocess
 from collections import Counter
 
 import pytest
-from fleet import FLAG, lb_vars, playbook, statuses
+from fleet import FLAG, lb_vars, playbook, statuses, target
 from labctl import REPO, ec2_client, ec2_instances, gpufleet, lab_status, on_host
 from test_model_swap import GPU_HOSTS, changed_hosts, swap, tagged_models
 
@@ -139,7 +139,7 @@ def test_the_whole_fleet_is_patched_under_load_without_a_dropped_request(publish
     first, *others = play_order(fleet)
     before = reboots()
     models = sorted(set(tagged_models(fleet).values()))
-    running = Load(fleet["lb"], 11434, models, concurrency=20, tokens=40).start()
+    running = Load(target(fleet), models, concurrency=20, tokens=40).start()
     patch(fleet, "-e", "patch_force=true")
     outcome = running.stop()
     summary = outcome.summary()

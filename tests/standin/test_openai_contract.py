@@ -44,9 +44,7 @@ def test_the_stream_on_the_wire_is_server_sent_events_ending_with_done(served):
     body = json.dumps(
         {"model": "llama3.1:8b", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     ).encode()
-    request = urllib.request.Request(
-        served.url + "/v1/chat/completions", data=body, method="POST"
-    )
+    request = urllib.request.Request(served.url + "/v1/chat/completions", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
         events = [line for line in response.read().decode().split("\n\n") if line]

@@ -64,6 +64,10 @@ def test_references_placeholders_and_encrypted_files_are_left_alone(tmp_path):
             'haproxy_tls_private_key: ""\n'
             "model_swap_aws_secret_key: >-\n  {{ lookup('env', 'AWS_SECRET_ACCESS_KEY') }}\n"
         ),
+        "roles/lb/meta/argument_specs.yml": (
+            "options:\n  haproxy_tls_private_key: &haproxy_tls_private_key\n    type: str\n"
+            "validate:\n  haproxy_tls_private_key: *haproxy_tls_private_key\n"
+        ),
         "docs/aws.md": "Credentials look like AKIAIOSFODNN7EXAMPLE.\n",
         "src/audit.py": 'ARMOUR = "-----BEGIN OPENSSH PRIVATE KEY-----"\n',
     }

@@ -13,6 +13,7 @@ throwaway secrets, made on this machine and removed with the lab; never in the r
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
 import json
 import secrets
@@ -174,3 +175,49 @@ def _server_certificate(
         )
     )
     return key, _validity(builder).sign(ca_key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One call a careless or hostile client might make, and what the LB must answer."""
+
+    what: str
+    key_name: str | None
+    method: str
+    path: str
+    expected: int
+
+
+# A key name no key has: the probe sends a made-up key.
+WRONG_KEY = "(wrong)"
+PROBES = (
+    Probe("no API key", None, "POST", "/api/chat", 401),
+    Probe("a wrong API key", WRONG_KEY, "GET", "/api/tags", 401),
+    Probe("deleting a model, with a valid key", LOAD_KEY, "DELETE", "/api/delete", 403),
+    Probe("pulling a model, with a valid key", LOAD_KEY, "POST", "/api/pull", 403),
+    Probe("listing models, with a valid key", LOAD_KEY, "GET", "/api/tags", 200),
+)
+
+
+def probe(paths: LabPaths, address: str, check: Probe) -> tuple[int, str]:
+    """The LB's status and error message for the probe (the body says which model or path)."""
+    keys = FrontDoor.read(paths).keys
+    key = (
+        secrets.token_urlsafe(32) if check.key_name == WRONG_KEY else keys.get(check.key_name or "")
+    )
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    context = lb_target(paths, address, None).ssl_context()
+    connection = http.client.HTTPSConnection(address, LB_PORT, timeout=30, context=context)
+    try:
+        connection.request(check.method, check.path, json.dumps({"model": "llama3.1:8b"}), headers)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    try:
+        message = str(json.loads(body).get("error", ""))
+    except (ValueError, AttributeError):
+        message = ""
+    return response.status, message
