@@ -352,6 +352,9 @@ def test_client_calls_pass_with_a_key_native_and_openai_compatible(fleet):
         assert status == 200, (method, path, answer[:300])
     for kind in ("chat", "generate", "openai-chat", "embed"):
         assert stream_once(target(fleet), kind, QWEN, 3, 0).verdict == "served", kind
+    # The demo's check of the same, as ops run it: every answer as it must be, exit 0.
+    checked = gpufleet("lab", "front-door")
+    assert checked.stdout.count("as it must") == 5 and checked.stdout.count("served") == 2
 
 
 def test_a_body_over_the_limit_is_413_at_the_lb(fleet):
