@@ -139,9 +139,9 @@ lint: deps
 docs: deps
 	$(VENV)/bin/python -m gpufleet.docs
 
-# Both cores: the unit tests share nothing but the machine.
+# Both cores, a test file to a worker: a file's tests keep their order and module fixtures.
 unit: deps
-	pytest -n 2 tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
+	pytest -n 2 --dist loadfile tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
 
 # The slowest lab tests listed at the end: where make test's time goes.
 lab-test: deps

@@ -71,6 +71,20 @@ SHA = "a" * 64
         ("model_swap", "model_swap_drain_timeout=forever", "model_swap_drain_timeout"),
         ("model_swap", "model_swap_remove_old=perhaps", "model_swap_remove_old"),
         ("haproxy", "haproxy_gpu_group=role_gpu", "the group role_gpu (haproxy_gpu_group)"),
+        ("haproxy", "haproxy_tls_min_version=TLSv1.1", "haproxy_tls_min_version"),
+        (
+            "haproxy",
+            '{"haproxy_gpu_hosts": ["gpu-1"], "haproxy_tls": false, "haproxy_api_keys": '
+            '[{"name": "team-a", "key": "short"}]}',
+            "key 'team-a' is shorter than 32 characters",
+        ),
+        (
+            "haproxy",
+            '{"haproxy_gpu_hosts": ["gpu-1"], "haproxy_api_keys_required": false}',
+            "TLS is on (haproxy_tls) and needs both haproxy_tls_certificate",
+        ),
+        ("mtail", '{"mtail_programs": ["nginx"]}', "mtail_programs"),
+        ("mtail", "mtail_port=metrics", "mtail_port"),
         ("patch", "patch_hold_kernel=perhaps", "patch_hold_kernel"),
         ("patch", "patch_drain_timeout=forever", "patch_drain_timeout"),
         ("patch", '{"patch_reboot_services": {"dbus": 1}}', "patch_reboot_services"),
