@@ -144,7 +144,7 @@ class Clients:
         )
 
     def close(self) -> None:
-        self.ollama._client.close()
+        self.ollama.close()
         self.openai.close()
 
     def call(self, kind: str, model: str, tokens: int, number: int) -> Outcome:

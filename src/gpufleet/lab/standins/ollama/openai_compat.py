@@ -68,16 +68,7 @@ class OpenAIApi:
             raise ApiError(400, "[] is too short - 'messages'")
         prompt = " ".join(content_text(m.get("content")) for m in messages if isinstance(m, dict))
         await self._complete(
-            data,
-            response,
-            prompt,
-            f"chatcmpl-{next(self.ids)}",
-            "chat.completion",
-            lambda text, first: (
-                {"delta": {"role": "assistant", "content": text}}
-                if first is not None
-                else {"message": {"role": "assistant", "content": text}}
-            ),
+            data, response, prompt, f"chatcmpl-{next(self.ids)}", "chat.completion", chat_choice
         )
 
     async def completions(self, request: Request, response: Response) -> None:
@@ -86,12 +77,7 @@ class OpenAIApi:
         if not isinstance(prompt, str):
             raise ApiError(400, "invalid type for 'prompt' field: expected a string")
         await self._complete(
-            data,
-            response,
-            prompt,
-            f"cmpl-{next(self.ids)}",
-            "text_completion",
-            lambda text, _first: {"text": text},
+            data, response, prompt, f"cmpl-{next(self.ids)}", "text_completion", text_choice
         )
 
     async def _complete(
@@ -101,19 +87,21 @@ class OpenAIApi:
         prompt: str,
         completion_id: str,
         object_name: str,
-        choice: Callable[[str, bool | None], dict],
+        choice: Callable[[str, bool], dict],
     ) -> None:
-        """One completion, streamed as chunks (choice(text, first)) or whole (choice(text,
-        None)), with OpenAI's usage from the stand-in's token counts."""
+        """One completion, streamed as chunks (choice(token, True)) or whole (choice(text,
+        False)), with OpenAI's usage from the stand-in's token counts."""
         text, model = self.server.existing(data)
         count = data.get("max_tokens") or self.server.config.response_tokens
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ApiError(400, "invalid type for 'max_tokens' field: expected a positive integer")
         stream = data.get("stream") is True
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         chunk_object = f"{object_name}.chunk" if object_name == "chat.completion" else object_name
         usage = {
             "prompt_tokens": prompt_tokens(prompt),
-            "completion_tokens": int(count),
-            "total_tokens": prompt_tokens(prompt) + int(count),
+            "completion_tokens": count,
+            "total_tokens": prompt_tokens(prompt) + count,
         }
 
         def envelope(kind: str, choices: list[dict]) -> dict:
@@ -128,17 +116,15 @@ class OpenAIApi:
 
         async with self.server.slot(model, self.server.keep_alive(data)):
             if not stream:
-                pieces = [token async for token in self.server.tokens(prompt, int(count))]
-                whole = {"index": 0, **choice("".join(pieces), None), "finish_reason": "stop"}
+                pieces = [token async for token in self.server.tokens(prompt, count)]
+                whole = {"index": 0, **choice("".join(pieces), False), "finish_reason": "stop"}
                 await response.json(200, {**envelope(object_name, [whole]), "usage": usage})
                 return
             await response.begin_stream(content_type="text/event-stream")
-            first = True
-            async for token in self.server.tokens(prompt, int(count)):
-                piece = {"index": 0, **choice(token, first), "finish_reason": None}
+            async for token in self.server.tokens(prompt, count):
+                piece = {"index": 0, **choice(token, True), "finish_reason": None}
                 await response.event(json.dumps(envelope(chunk_object, [piece])))
-                first = False
-            last = {"index": 0, **choice("", False), "finish_reason": "stop"}
+            last = {"index": 0, **choice("", True), "finish_reason": "stop"}
             await response.event(json.dumps(envelope(chunk_object, [last])))
             if include_usage:
                 await response.event(json.dumps({**envelope(chunk_object, []), "usage": usage}))
@@ -183,6 +169,15 @@ class OpenAIApi:
     @staticmethod
     def _model(name: str, modified: float) -> dict:
         return {"id": name, "object": "model", "created": int(modified), "owned_by": owned_by(name)}
+
+
+def chat_choice(text: str, streamed: bool) -> dict:
+    """A chat choice's text: a chunk's delta, or the whole answer's message."""
+    return {"delta" if streamed else "message": {"role": "assistant", "content": text}}
+
+
+def text_choice(text: str, _streamed: bool) -> dict:
+    return {"text": text}
 
 
 def content_text(content: object) -> str:
