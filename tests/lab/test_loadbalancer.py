@@ -354,7 +354,10 @@ def test_client_calls_pass_with_a_key_native_and_openai_compatible(fleet):
         assert stream_once(target(fleet), kind, QWEN, 3, 0).verdict == "served", kind
     # The demo's check of the same, as ops run it: every answer as it must be, exit 0.
     checked = gpufleet("lab", "front-door")
-    assert checked.stdout.count("as it must") == 5 and checked.stdout.count("served") == 2
+    lines = checked.stdout.splitlines()
+    answers = [line for line in lines if " -> " in line]
+    assert len(answers) == 5 and all(" as it must" in line for line in answers), checked.stdout
+    assert sum(line.endswith(": 200 served") for line in lines) == 2, checked.stdout
 
 
 def test_a_body_over_the_limit_is_413_at_the_lb(fleet):
