@@ -321,11 +321,11 @@ def _lab_front_door(paths: LabPaths, topology: LabTopology) -> int:
         print(f"    {check.what}: {check.method} {check.path} -> {status} {verdict}{said}")
     target = front_door.lb_target(paths, balancer.address)
     model = next(h.model for h in topology.hosts if h.model)
-    for kind in ("chat", "openai-chat"):
+    streams = {"chat": "a chat stream (ollama)", "openai-chat": "a chat stream (openai)"}
+    for kind, what in streams.items():
         outcome = stream_once(target, kind, model, 8, 0)
         wrong += outcome.verdict != "served"
-        key = front_door.LOAD_KEY
-        print(f"    a {kind} stream with the key {key}: {outcome.status} {outcome.verdict}")
+        print(f"    {what}, key {front_door.LOAD_KEY}: {outcome.status} {outcome.verdict}")
     return 1 if wrong else 0
 
 
