@@ -144,6 +144,12 @@ class OllamaClient:
             if last.get("status") != "success":
                 raise OllamaError(f"pulling {name} ended without success: {last}")
 
+    def copy(self, source: str, destination: str) -> None:
+        """Another name for a model (POST /api/copy): Ollama writes a second manifest with
+        the same layers; nothing is downloaded or duplicated."""
+        with self._failures("POST", "/api/copy"):
+            self._open("POST", "/api/copy", {"source": source, "destination": destination}).read()
+
     def delete(self, name: str) -> None:
         with self._failures("DELETE", "/api/delete"):
             self._open("DELETE", "/api/delete", {"model": name}).read()

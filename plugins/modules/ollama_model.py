@@ -1,14 +1,17 @@
-"""ollama_model: make sure a model is pulled, removed, or loaded on an Ollama server."""
+"""ollama_model: make sure a model is pulled, copied, removed, or loaded on an Ollama server."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: ollama_model
-short_description: Pull, remove or warm a model on an Ollama server
+short_description: Pull, copy, remove or warm a model on an Ollama server
 description:
   - Makes sure a model is on an Ollama server's disk (V(present)), is not (V(absent)),
     or is on disk and loaded in memory (V(loaded)), so the first user request does not
     wait for the model to load.
+  - With O(copy_of), the model is another name for a model already on the server (Ollama's
+    C(/api/copy), as C(ollama cp) makes it): a pool alias. It is copied again whenever its
+    digest differs from O(copy_of)'s, so pointing an alias at another model is one task.
   - Reads the server's state through C(/api/tags) and C(/api/ps) first and changes
     nothing when the model is already as asked.
   - A failed pull leaves no model behind; Ollama itself removes partial downloads.
@@ -33,6 +36,11 @@ options:
     type: str
     choices: [present, absent, loaded]
     default: present
+  copy_of:
+    description:
+      - A model on the server that O(name) must be a copy of, instead of pulling O(name).
+        Fails, naming it, when that model is not on the server. Not with V(absent).
+    type: str
   host:
     description:
       - The Ollama server, as C(host:port) or a URL. Defaults to E(OLLAMA_HOST), then
@@ -75,6 +83,11 @@ EXAMPLES = r"""
     state: loaded
     keep_alive: "-1"
 
+- name: Point the pool's alias at the model the host serves
+  ollama_model:
+    name: chat
+    copy_of: llama3.1:8b
+
 - name: Remove the model this host no longer serves
   ollama_model:
     name: qwen2.5:7b
@@ -113,8 +126,11 @@ from ansible.module_utils.ollama_api import (
 
 
 def describe(client: OllamaClient, name: str) -> dict:
+    """The model's state; loaded under any of its names (Ollama loads a model once for all
+    its copies and lists it under the name first asked for)."""
     local = client.local_models().get(name)
-    loaded = name in client.loaded_models()
+    loaded_digests = {m.get("digest") for m in client.loaded_models().values()}
+    loaded = bool(local) and local.get("digest") in loaded_digests
     return {
         "state": ("loaded" if loaded else "present") if local else "absent",
         "digest": local.get("digest", "") if local else "",
@@ -123,10 +139,16 @@ def describe(client: OllamaClient, name: str) -> dict:
     }
 
 
-def plan(before: dict, wanted: str) -> list[str]:
-    """The steps from the model's state to the wanted one, in order."""
+def plan(before: dict, wanted: str, source_digest: str | None = None) -> list[str]:
+    """The steps from the model's state to the wanted one, in order; source_digest is the
+    digest of the model it must be a copy of, if any."""
     if wanted == "absent":
         return ["delete"] if before["state"] != "absent" else []
+    if source_digest is not None:
+        steps = ["copy"] if before["digest"] != source_digest else []
+        if wanted == "loaded" and (steps or not before["loaded"]):
+            steps.append("load")
+        return steps
     steps = ["pull"] if before["state"] == "absent" else []
     if wanted == "loaded" and not before["loaded"]:
         steps.append("load")
@@ -134,10 +156,12 @@ def plan(before: dict, wanted: str) -> list[str]:
 
 
 def run_step(
-    client: OllamaClient, step: str, name: str, insecure: bool, keep_alive: int | str
+    client: OllamaClient, step: str, name: str, params: dict, keep_alive: int | str
 ) -> None:
     if step == "pull":
-        client.pull(name, insecure)
+        client.pull(name, params["insecure"])
+    elif step == "copy":
+        client.copy(full_name(params["copy_of"]), name)
     elif step == "load":
         client.load(name, keep_alive)
     else:
@@ -153,6 +177,7 @@ def main() -> None:
                 "default": "present",
                 "choices": ["present", "absent", "loaded"],
             },
+            "copy_of": {"type": "str"},
             "host": {"type": "str"},
             "insecure": {"type": "bool", "default": False},
             "keep_alive": {"type": "str", "default": "-1"},
@@ -167,11 +192,19 @@ def main() -> None:
     try:
         keep_alive = keep_alive_value(params["keep_alive"])
         client = OllamaClient(host, timeout=params["timeout"])
+        source_digest = None
+        if params["copy_of"]:
+            if params["state"] == "absent":
+                raise OllamaError("copy_of is for a model that must be present, not absent")
+            source = client.local_models().get(full_name(params["copy_of"]))
+            if source is None:
+                raise OllamaError(f"copy_of {params['copy_of']} is not on the server")
+            source_digest = source.get("digest", "")
         before = describe(client, name)
-        steps = plan(before, params["state"])
+        steps = plan(before, params["state"], source_digest)
         if steps and not module.check_mode:
             for step in steps:
-                run_step(client, step, name, params["insecure"], keep_alive)
+                run_step(client, step, name, params, keep_alive)
                 done.append(step)
             after = describe(client, name)
         else:

@@ -41,6 +41,35 @@ def test_loaded_warms_the_model_and_absent_removes_it(standin):
     assert call(standin, name="llama3.1:8b", state="absent")["changed"] is False
 
 
+def test_copy_of_makes_an_alias_points_it_again_and_loads_once_for_both_names(standin):
+    call(standin, name="llama3.1:8b", state="loaded")
+    alias = call(standin, name="chat", copy_of="llama3.1:8b", state="loaded")
+    llama = call(standin, name="llama3.1:8b")
+    assert alias["changed"] is True and alias["model"] == "chat:latest"
+    assert alias["digest"] == llama["digest"] and alias["loaded"] is True
+    assert call(standin, name="chat", copy_of="llama3.1:8b")["changed"] is False
+    # Ollama loads the model once for all its names, under the name first asked for.
+    loaded = ollama.Client(host=standin.url).ps().models
+    assert [m.model for m in loaded] == ["llama3.1:8b"]
+
+    call(standin, name="qwen2.5:7b")
+    planned = run_module(
+        "ollama_model", {"host": standin.url, "name": "chat", "copy_of": "qwen2.5:7b"}, check=True
+    )
+    assert planned["changed"] is True and planned["digest"] == llama["digest"]
+    moved = call(standin, name="chat", copy_of="qwen2.5:7b")
+    qwen = call(standin, name="qwen2.5:7b")
+    assert moved["changed"] is True and moved["digest"] == qwen["digest"]
+    assert call(standin, name="llama3.1:8b")["changed"] is False, "the source stays"
+
+
+def test_copy_of_a_model_not_on_the_server_fails_naming_it(standin):
+    result = call(standin, name="chat", copy_of="mistral:7b")
+    assert result.get("failed") is True and result["changed"] is False
+    assert result["msg"] == "ollama_model chat:latest: copy_of mistral:7b is not on the server"
+    assert "chat:latest" not in {m.model for m in ollama.Client(host=standin.url).list().models}
+
+
 def test_a_name_without_tag_means_latest(standin):
     result = call(standin, name="nomic-embed-text")
     assert result["model"] == "nomic-embed-text:latest" and result["changed"] is True

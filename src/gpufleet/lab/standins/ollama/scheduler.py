@@ -1,5 +1,7 @@
 """Loaded models, as Ollama's scheduler keeps them: per-model parallel slots, a bounded
-queue, keep_alive expiry and a cap on loaded models with least-recently-used eviction."""
+queue, keep_alive expiry and a cap on loaded models with least-recently-used eviction. A model
+is loaded once for all its names (copies share the weights file, by which Ollama keys its
+runners) and listed under the name it was first asked for."""
 
 from __future__ import annotations
 
@@ -28,7 +30,13 @@ class Runner:
 
     @property
     def key(self) -> str:
-        return self.model.name.display
+        return runner_key(self.model)
+
+
+def runner_key(model: LocalModel) -> str:
+    """What a runner is loaded for: the weights blob, shared by every copy of a model."""
+    layer = model.layer(MODEL_MEDIA_TYPE)
+    return layer["digest"] if layer else model.manifest_digest
 
 
 class Scheduler:
@@ -74,8 +82,8 @@ class Scheduler:
                 self.changed.notify_all()
 
     async def _runner(self, model: LocalModel) -> tuple[Runner, float]:
-        key = model.name.display
-        if key in self.loaded and self.loaded[key].model.manifest_digest == model.manifest_digest:
+        key = runner_key(model)
+        if key in self.loaded:
             return self.loaded[key], 0.0
         if key in self.loading:
             return await asyncio.shield(self.loading[key]), 0.0

@@ -19,7 +19,7 @@ from .http11 import Request, Response, serve_connection
 from .names import InvalidName, ModelName
 from .openai_compat import OpenAIApi, openai_error
 from .pull import PullError, pull
-from .scheduler import Scheduler, ServerBusy
+from .scheduler import Scheduler, ServerBusy, runner_key
 from .store import DigestMismatch, LocalModel, Store, rfc3339
 
 WORDS = [
@@ -196,8 +196,8 @@ class OllamaServer:
             until = runner.expires_at if runner.expires_at is not None else time.time() + 3.15e9
             models.append(
                 {
-                    "name": runner.key,
-                    "model": runner.key,
+                    "name": runner.model.name.display,
+                    "model": runner.model.name.display,
                     "size": runner.model.size,
                     "digest": runner.model.manifest_digest,
                     "details": self.details(runner.model),
@@ -245,9 +245,10 @@ class OllamaServer:
         model = self.store.get(name)
         if model is None:
             raise ApiError(404, f"model '{text}' not found")
-        await self.scheduler.unload(name.display)
         self.store.delete_manifest(name)
         referenced = self.store.referenced_digests()
+        if runner_key(model) not in referenced:
+            await self.scheduler.unload(runner_key(model))
         for layer in model.layers:
             if layer["digest"] not in referenced:
                 self.store.blob_path(layer["digest"]).unlink(missing_ok=True)
@@ -340,7 +341,7 @@ class OllamaServer:
         text, model = self.existing(data)
         keep_alive = self.keep_alive(data)
         if not prompt and keep_alive == 0:
-            await self.scheduler.unload(model.name.display)
+            await self.scheduler.unload(runner_key(model))
             await response.json(
                 200,
                 {
