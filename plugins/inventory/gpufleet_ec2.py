@@ -10,7 +10,7 @@ description:
     M(amazon.aws.aws_ec2) does for its common options, and adds what a gpufleet
     playbook needs to know about each host.
   - Groups every host by its C(gpufleet:role) tag (C(role_gpu), C(role_lb)), pool
-    (C(pool_*)), served model (C(model_*)), lifecycle (C(lifecycle_spot),
+    (C(pool_*)), served model (C(model_*)), pool alias (C(alias_*)), lifecycle (C(lifecycle_spot),
     C(lifecycle_on_demand)), availability zone (C(az_*)), instance family
     (C(family_*)), Auto Scaling group (C(asg_*)), and puts hosts whose image is older
     than the newest image with the same C(gpufleet:role) tag owned by the account in
@@ -99,7 +99,8 @@ options:
     choices: [private-ip-address, ip-address, private-dns-name, dns-name]
   fleet_groups:
     description:
-      - Add the gpufleet groups (role, pool, model, lifecycle, az, family, asg, ami_outdated).
+      - Add the gpufleet groups (role, pool, model, alias, lifecycle, az, family, asg,
+        ami_outdated).
     type: bool
     default: true
   strict_permissions:
@@ -220,6 +221,7 @@ except ImportError:  # reported when the plugin is used, so ansible-doc still wo
 ROLE_TAG = "gpufleet:role"
 POOL_TAG = "gpufleet:pool"
 MODEL_TAG = "gpufleet:model"
+ALIAS_TAG = "gpufleet:alias"
 ASG_TAG = "aws:autoscaling:groupName"
 DEFAULT_STATES = ["running", "pending"]
 REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -876,6 +878,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             ("role", tags.get(ROLE_TAG)),
             ("pool", tags.get(POOL_TAG)),
             ("model", tags.get(MODEL_TAG)),
+            ("alias", tags.get(ALIAS_TAG)),
             ("lifecycle", hostvars["ec2_lifecycle"]),
             ("az", hostvars["ec2_availability_zone"]),
             ("family", hostvars["ec2_instance_type"].partition(".")[0]),

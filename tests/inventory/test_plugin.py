@@ -27,7 +27,12 @@ def hostvars(data, host):
 
 def test_fleet_groups_and_host_variables(moto, tmp_path):
     launch(moto, fleet_tags("gpu-a"), "g4dn.xlarge", spot=True, zone="us-east-1a")
-    launch(moto, fleet_tags("gpu-b", model="qwen2.5:7b"), "g5.12xlarge", zone="us-east-1b")
+    launch(
+        moto,
+        fleet_tags("gpu-b", model="qwen2.5:7b", **{"gpufleet:alias": "chat"}),
+        "g5.12xlarge",
+        zone="us-east-1b",
+    )
     launch(
         moto, fleet_tags("lb-a", role="lb", pool="edge", model=""), "t3.medium", zone="us-east-1a"
     )
@@ -40,6 +45,7 @@ def test_fleet_groups_and_host_variables(moto, tmp_path):
     assert groups["pool_chat"] == ["gpu-a", "gpu-b"]
     assert groups["model_llama3_1_8b"] == ["gpu-a"]
     assert groups["model_qwen2_5_7b"] == ["gpu-b"]
+    assert groups["alias_chat"] == ["gpu-b"]
     assert groups["lifecycle_spot"] == ["gpu-a"]
     assert groups["lifecycle_on_demand"] == ["gpu-b", "lb-a"]
     assert groups["az_us_east_1a"] == ["gpu-a", "lb-a"]

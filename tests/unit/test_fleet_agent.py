@@ -13,10 +13,11 @@ from gpufleet.lab.standins import imds as imds_standin
 agent = repo_scripts.load("roles/fleet_agent/files/gpufleet_fleet_agent.py")
 
 LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
+LLAMA_DIGEST = "sha256:" + "1" * 64
 
 
 def seen(**fields):
-    base = {"models_on_disk": {LLAMA}, "models_loaded": {LLAMA}}
+    base = {"models_on_disk": {LLAMA: LLAMA_DIGEST}, "digests_loaded": {LLAMA_DIGEST}}
     return agent.Observation(**{**base, **fields})
 
 
@@ -30,7 +31,7 @@ def seen(**fields):
         ),
         (seen(rebalance={"noticeTime": "2026-11-23T01:58:00Z"}), "rebalance recommendation"),
         (seen(ollama_error="connection refused"), "Ollama is unhealthy: connection refused"),
-        (seen(models_on_disk=set()), f"expected model {LLAMA} is missing"),
+        (seen(models_on_disk={}), f"expected model {LLAMA} is missing"),
     ],
 )
 def test_each_reason_drains_the_host_and_is_named(observation, reason):
@@ -41,7 +42,7 @@ def test_each_reason_drains_the_host_and_is_named(observation, reason):
 
 
 def test_a_cold_host_is_ready_at_low_weight_and_a_warm_one_at_full():
-    cold = agent.decide(seen(models_loaded=set()), [LLAMA], cold_weight=10)
+    cold = agent.decide(seen(digests_loaded=set()), [LLAMA], cold_weight=10)
     assert (cold.state, cold.weight) == ("ready", 10)
     warm = agent.decide(seen(), [LLAMA], cold_weight=10)
     assert (warm.state, warm.weight, warm.reasons) == ("ready", 100, [])
@@ -49,9 +50,24 @@ def test_a_cold_host_is_ready_at_low_weight_and_a_warm_one_at_full():
 
 def test_a_name_without_a_tag_is_ollamas_latest():
     verdict = agent.decide(
-        seen(models_on_disk={"nomic-embed-text:latest"}), ["nomic-embed-text"], 10
+        seen(models_on_disk={"nomic-embed-text:latest": LLAMA_DIGEST}), ["nomic-embed-text"], 10
     )
     assert verdict.state == "ready"
+
+
+def test_a_pool_alias_is_warm_once_its_model_is_loaded_under_either_name():
+    """Ollama loads a model once for all its names: /api/ps lists it by the first name asked."""
+    on_disk = {LLAMA: LLAMA_DIGEST, "chat:latest": LLAMA_DIGEST}
+    warm = agent.decide(seen(models_on_disk=on_disk), [LLAMA, "chat"], cold_weight=10)
+    assert (warm.state, warm.weight) == ("ready", 100)
+    cold = agent.decide(
+        seen(models_on_disk=on_disk, digests_loaded={"sha256:" + "2" * 64}), [LLAMA, "chat"], 10
+    )
+    assert (cold.state, cold.weight) == ("ready", 10)
+    missing = agent.decide(seen(), [LLAMA, "chat"], cold_weight=10)
+    assert missing.reasons == ["expected model chat is missing"]
+    assert agent.agent_reply_for("chat", warm, False, [LLAMA, "chat"]) == "100%\n"
+    assert agent.agent_reply_for("chat", warm, False, [LLAMA]) == "maint\n"
 
 
 def test_ready_is_said_only_in_its_window_so_runtime_drains_stay():

@@ -59,7 +59,11 @@ SHA = "a" * 64
             f"node_exporter_archive_sha256={SHA} node_exporter_tls_cert_file=/c",
             "node_exporter_tls_key_file",
         ),
-        ("model_store", '{"model_store_models": ["llama3.1:8b", "Llama 3"]}', "['Llama 3']"),
+        (
+            "model_store",
+            '{"model_store_models": ["llama3.1:8b", "Llama 3"]}',
+            "'Llama 3' is not an Ollama",
+        ),
         ("model_store", '{"model_store_models": "llama3.1:8b"}', "model_store_models"),
         ("model_store", "model_store_raid_backend=lvm", "model_store_raid_backend"),
         ("model_store", "model_store_copy_workers=many", "model_store_copy_workers"),

@@ -6,7 +6,8 @@ JSON over HTTP for playbooks. Every interval it looks at:
 
 - the maintenance flag file, which playbooks set and clear, and the models file (the models
   this host serves, one per line), which playbooks write; a change to either is seen within
-  a quarter of a second, not at the next interval;
+  a quarter of a second, not at the next interval (a pool alias is one of the models: an
+  Ollama copy of the model the host serves);
 - EC2's instance metadata (IMDSv2, a token first) for a spot interruption notice or a
   rebalance recommendation, every --imds-interval seconds;
 - Ollama's /api/version (is it up), /api/tags (are the expected models on disk) and
@@ -72,8 +73,10 @@ class Observation:
     spot_action: dict | None = None
     rebalance: dict | None = None
     ollama_error: str = ""
-    models_on_disk: set[str] = field(default_factory=set)
-    models_loaded: set[str] = field(default_factory=set)
+    # name -> manifest digest; a copy (an alias) has its model's digest, and Ollama loads
+    # the model once for both names.
+    models_on_disk: dict[str, str] = field(default_factory=dict)
+    digests_loaded: set[str] = field(default_factory=set)
 
 
 def full_name(model: str) -> str:
@@ -97,7 +100,7 @@ def decide(seen: Observation, expected: list[str], cold_weight: int) -> Verdict:
         reasons += [f"expected model {m} is missing" for m in missing]
     if reasons:
         return Verdict("drain", 0, reasons)
-    cold = [m for m in expected if full_name(m) not in seen.models_loaded]
+    cold = [m for m in expected if seen.models_on_disk[full_name(m)] not in seen.digests_loaded]
     if cold:
         return Verdict("ready", cold_weight, [f"model {m} is not loaded yet" for m in cold])
     return Verdict("ready", 100)
@@ -144,17 +147,22 @@ def http_json(url: str, method: str = "GET", headers: dict[str, str] | None = No
         return json.loads(response.read() or b"null")
 
 
-def model_names(listing: object) -> set[str]:
+def model_digests(listing: object) -> dict[str, str]:
+    """name -> digest, from /api/tags or /api/ps."""
     if not isinstance(listing, dict) or not isinstance(listing.get("models"), list):
         raise ValueError("answered without a models list")
-    return {full_name(str(m.get("name", ""))) for m in listing["models"] if isinstance(m, dict)}
+    return {
+        full_name(str(m.get("name", ""))): str(m.get("digest", ""))
+        for m in listing["models"]
+        if isinstance(m, dict)
+    }
 
 
 def look_at_ollama(base_url: str, seen: Observation) -> None:
     try:
         http_json(f"{base_url}/api/version")
-        seen.models_on_disk = model_names(http_json(f"{base_url}/api/tags"))
-        seen.models_loaded = model_names(http_json(f"{base_url}/api/ps"))
+        seen.models_on_disk = model_digests(http_json(f"{base_url}/api/tags"))
+        seen.digests_loaded = set(model_digests(http_json(f"{base_url}/api/ps")).values())
     except (OSError, ValueError) as exc:
         seen.ollama_error = str(exc) or type(exc).__name__
 

@@ -123,7 +123,7 @@ def host_tags(host: LabHost) -> dict[str, str]:
         # gpufleet:env, so no fleet inventory, the lab's included, lists it.
         own = {tags.NAME: f"gpufleet-bake {host.name}", tags.ROLE: "bake"}
     else:
-        own = fleet_tags(host.name, host.role, host.pool, LAB_ENV, host.model)
+        own = fleet_tags(host.name, host.role, host.pool, LAB_ENV, host.model, host.alias)
     return {**own, LAB_HOST_TAG: host.name}
 
 

@@ -22,6 +22,8 @@ DEFAULT_REGION = "us-east-1"
 # Served models and instance types cycle over the GPU hosts so the inventory
 # sees the variety a real fleet has: two models, two GPU families, spot and on-demand.
 GPU_MODELS = ("llama3.1:8b", "llama3.1:8b", "qwen2.5:7b")
+# The GPU pool, and its alias: clients ask for `chat` whatever model each host serves.
+GPU_POOL, GPU_POOL_ALIAS = "chat", "chat"
 GPU_INSTANCE_TYPES = ("g4dn.xlarge", "g5.xlarge")
 LB_INSTANCE_TYPE = "t3.medium"
 # Instance-store NVMe disks (loop devices) per GPU host, cycled like the types above: a
@@ -103,6 +105,7 @@ class LabHost:
     lifecycle: str
     pool: str
     model: str = ""
+    alias: str = ""
     nvme_disks: int = 0
 
     @property
@@ -234,6 +237,7 @@ def _host(role: str, number: int, address: str, az_index: int) -> LabHost:
         **place,
         instance_type=GPU_INSTANCE_TYPES[(number - 1) % len(GPU_INSTANCE_TYPES)],
         lifecycle="spot" if number % 2 == 0 else "on-demand",
-        pool="chat",
+        pool=GPU_POOL,
         model=GPU_MODELS[(number - 1) % len(GPU_MODELS)],
+        alias=GPU_POOL_ALIAS,
     )
