@@ -10,7 +10,7 @@ description:
     or is on disk and loaded in memory (V(loaded)), so the first user request does not
     wait for the model to load.
   - With O(copy_of), the model is another name for a model already on the server (Ollama's
-    C(/api/copy), as C(ollama cp) makes it): a pool alias. It is copied again whenever its
+    C(/api/copy), as C(ollama cp) makes it), such as a pool alias. It is copied again whenever its
     digest differs from O(copy_of)'s, so pointing an alias at another model is one task.
   - Reads the server's state through C(/api/tags) and C(/api/ps) first and changes
     nothing when the model is already as asked.
