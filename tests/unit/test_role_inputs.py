@@ -78,13 +78,13 @@ SHA = "a" * 64
         ("haproxy", "haproxy_tls_min_version=TLSv1.1", "haproxy_tls_min_version"),
         (
             "haproxy",
-            '{"haproxy_gpu_hosts": ["gpu-1"], "haproxy_tls": false, "haproxy_api_keys": '
+            '{"haproxy_gpu_group": "ungrouped", "haproxy_tls": false, "haproxy_api_keys": '
             '[{"name": "team-a", "key": "short"}]}',
             "key 'team-a' is shorter than 32 characters",
         ),
         (
             "haproxy",
-            '{"haproxy_gpu_hosts": ["gpu-1"], "haproxy_api_keys_required": false}',
+            '{"haproxy_gpu_group": "ungrouped", "haproxy_api_keys_required": false}',
             "TLS is on (haproxy_tls) and needs both haproxy_tls_certificate",
         ),
         ("mtail", '{"mtail_programs": ["nginx"]}', "mtail_programs"),
