@@ -164,26 +164,35 @@ def fleet_alias_problems(
     return problems
 
 
-def serial_batches(serial: Any, hosts: Sequence[str]) -> list[list[str]]:
-    """The batches a play with this `serial` makes of hosts, as Ansible makes them: a scalar is
-    a list of one, 0 or less (or none) is every host at once, N% is that share of all the hosts
-    (at least one), and the last item repeats until no host is left."""
+def _serial_items(serial: Any) -> list[Any]:
+    """serial as the play keeps it: a list (a scalar is a list of one), all hosts if empty."""
     if serial is None:
         items: list[Any] = []
     elif isinstance(serial, Sequence) and not isinstance(serial, str):
         items = list(serial)
     else:
         items = [serial]
-    items = items or [-1]
+    return items or [-1]
+
+
+def _batch_size(item: Any, serial: Any, host_count: int) -> int:
+    try:
+        return pct_to_int(item, host_count)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError(
+            f"serial {item!r} (in {serial!r}) is not a number of hosts or a percentage, as "
+            "Ansible's serial takes them (2, '25%', [1, '50%'])"
+        ) from None
+
+
+def serial_batches(serial: Any, hosts: Sequence[str]) -> list[list[str]]:
+    """The batches a play with this `serial` makes of hosts, as Ansible makes them: a scalar is
+    a list of one, 0 or less (or none) is every host at once, N% is that share of all the hosts
+    (at least one), and the last item repeats until no host is left."""
+    items = _serial_items(serial)
     remaining, batches, index = list(hosts), [], 0
     while remaining:
-        try:
-            size = pct_to_int(items[index], len(hosts))
-        except (TypeError, ValueError):
-            raise AnsibleFilterError(
-                f"serial {items[index]!r} (in {serial!r}) is not a number of hosts or a "
-                "percentage, as Ansible's serial takes them (2, '25%', [1, '50%'])"
-            ) from None
+        size = _batch_size(items[index], serial, len(hosts))
         if size <= 0:
             batches.append(remaining)
             break
@@ -191,6 +200,17 @@ def serial_batches(serial: Any, hosts: Sequence[str]) -> list[list[str]]:
         remaining = remaining[size:]
         index = min(index + 1, len(items) - 1)
     return batches
+
+
+def serial_problem(serial: Any) -> str:
+    """Why Ansible cannot read serial (any of its items), or "" when it can: to refuse it with
+    a clear message before anything is touched."""
+    try:
+        for item in _serial_items(serial):
+            _batch_size(item, serial, 1)
+    except AnsibleFilterError as exc:
+        return str(exc)
+    return ""
 
 
 class FilterModule:
@@ -206,4 +226,5 @@ class FilterModule:
             "fleet_routes": fleet_routes,
             "fleet_alias_problems": fleet_alias_problems,
             "serial_batches": serial_batches,
+            "serial_problem": serial_problem,
         }

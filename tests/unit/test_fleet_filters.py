@@ -173,3 +173,5 @@ def test_serial_batches_are_the_batches_ansible_makes(tmp_path):
 def test_a_serial_ansible_cannot_read_is_refused_naming_it(form):
     with pytest.raises(AnsibleFilterError, match="is not a number of hosts or a percentage"):
         fleet.serial_batches(form, HOSTS)
+    assert "is not a number of hosts or a percentage" in fleet.serial_problem(form)
+    assert fleet.serial_problem([1, "25%"]) == ""
