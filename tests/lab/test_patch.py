@@ -101,6 +101,21 @@ def test_the_guard_refuses_outside_the_window(published):
     assert {h: libc_version(h) for h in ALL_HOSTS} == published["libc_before"]
 
 
+@pytest.mark.parametrize("serial", [{"patch_serial": 0}, {"patch_serial": ["1", "100%"]}])
+def test_a_batch_that_would_empty_the_pool_is_refused_whatever_form_serial_takes(published, serial):
+    """Ansible reads serial 0 as every host in one batch, and a list's items by their form."""
+    output = patch(
+        published["fleet"], "-e", json.dumps({"patch_force": True, **serial}), check=False
+    )
+    assert not output.startswith("rc=0"), output[-2000:]
+    assert "would leave pool chat 0 hosts, fewer than patch_min_healthy (1)" in output, output[
+        -2000:
+    ]
+    assert "No host was touched" in output
+    assert {h: libc_version(h) for h in ALL_HOSTS} == published["libc_before"]
+    assert not any(drained(h) for h in GPU_HOSTS)
+
+
 def test_a_host_failing_verification_stops_the_run_and_stays_drained(published):
     fleet = published["fleet"]
     first, *others = play_order(fleet)
