@@ -25,7 +25,7 @@ from gpufleet.lab.topology import LabPaths
 
 LB = "lb-1"
 LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
-LLAMA_BACKEND, QWEN_BACKEND = "be_model_llama3_1_8b", "be_model_qwen2_5_7b"
+LLAMA_BACKEND, QWEN_BACKEND = "be_model_llama3.1:8b", "be_model_qwen2.5:7b"
 INTERVAL = 2
 STATS_PASSWORD = secrets.token_hex(12)
 SOCKET = "/run/haproxy/admin.sock"

@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -63,22 +64,39 @@ def test_a_second_run_of_both_playbooks_changes_nothing(fleet):
         assert "PRIVATE KEY" not in output and "API keys are off" not in output
 
 
-def test_requests_land_on_the_hosts_of_their_model_and_unknown_models_on_the_default(fleet):
+def test_requests_land_only_on_hosts_that_serve_their_model_or_alias(fleet):
+    """On the lab's mixed pool (gpu-1 and gpu-2 on llama, gpu-3 on qwen, alias chat on all):
+    a model's requests reach only its hosts, the alias's any host of the pool, and a model no
+    host serves is the LB's own 404 in the error shape of the API called; no GPU host sees it."""
     before = servers()
-    for model in (LLAMA,) * 6 + (QWEN,) * 3 + ("mistral:7b",) * 2:
-        stream_once(target(fleet), "generate", model, 1, 0)
+    outcomes = [
+        stream_once(target(fleet), "generate", model, 1, number)
+        for number, model in enumerate((LLAMA,) * 6 + (QWEN,) * 3 + ("chat",) * 6)
+    ]
     # The OpenAI-compatible path is routed by the same field.
-    assert stream_once(target(fleet), "openai-chat", QWEN, 1, 0).verdict == "served"
+    outcomes.append(stream_once(target(fleet), "openai-chat", QWEN, 1, 0))
+    assert all(o.verdict == "served" for o in outcomes), [o for o in outcomes if o.detail]
+    unserved = [
+        stream_once(target(fleet), kind, "mistral:7b", 1, 0) for kind in ("chat", "openai-chat")
+    ]
     after = servers()
     gained = {key: int(after[key]["stot"]) - int(before[key]["stot"]) for key in after}
     assert sum(v for (b, _), v in gained.items() if b == LLAMA_BACKEND) == 6, gained
     assert gained[(QWEN_BACKEND, "gpu-3")] == 4, gained
-    assert sum(v for (b, _), v in gained.items() if b == "be_default") == 2, gained
+    assert {h: gained[("be_alias_chat", h)] for h in GPU_HOSTS} == dict.fromkeys(GPU_HOSTS, 2)
     assert all(
         v == 0
         for (b, _), v in gained.items()
-        if b not in (LLAMA_BACKEND, QWEN_BACKEND, "be_default")
-    )
+        if b not in (LLAMA_BACKEND, QWEN_BACKEND, "be_alias_chat")
+    ), gained
+    assert [(o.status, o.detail) for o in unserved] == [
+        (404, "model 'mistral:7b' is not served by this fleet")
+    ] * 2, unserved
+    # Models listed in the path are routed like those in a body.
+    status, answer, _ = call(fleet, "GET", "/v1/models/mistral:7b")
+    assert status == 404 and json.loads(answer)["error"]["code"] == "model_not_found", answer
+    status, answer, _ = call(fleet, "GET", "/v1/models/chat")
+    assert status == 200 and json.loads(answer)["id"] == "chat", answer
 
 
 def test_a_model_named_beyond_the_buffer_goes_to_the_default_backend(fleet):
@@ -131,13 +149,45 @@ def test_a_spot_notice_drains_the_host_within_10_s_with_no_failed_request(fleet)
     assert report.summary()["served"] > 20 and not report.problems(), report.problems()[:3]
 
 
-def test_a_reload_keeps_a_runtime_drain_and_a_bad_config_changes_nothing(fleet):
+def qwen_later(fleet: dict) -> tuple[threading.Thread, list]:
+    """A chat for qwen, the model only gpu-3 serves, started now in a thread."""
+    answers: list = []
+    thread = threading.Thread(
+        target=lambda: answers.append(stream_once(target(fleet), "chat", QWEN, 1, 0))
+    )
+    thread.start()
+    return thread, answers
+
+
+def test_a_model_whose_hosts_all_drain_waits_at_the_lb_then_503_and_a_reload_keeps_drains(fleet):
+    """gpu-3 is qwen's only host. Drained, qwen's requests wait at the LB, never going to a
+    host without qwen: served once gpu-3 is back, else a JSON 503 at timeout queue."""
     drain = f"state=drain host=gpu-3 socket={SOCKET} wait=true wait_interval=1"
+    enable = f"state=enabled host=gpu-3 socket={SOCKET} wait=true wait_interval=1"
+    haproxy_module(fleet, drain)
+    before = backend_totals()
+    thread, answers = qwen_later(fleet)
+    time.sleep(3)
+    assert backend_totals() == before, "a request for qwen went to a host without it"
+    haproxy_module(fleet, enable)
+    thread.join(timeout=30)
+    waited = answers[0].ended - answers[0].started
+    assert answers[0].verdict == "served" and waited >= 3, (answers, waited)
+
     haproxy_module(fleet, drain)
     assert statuses("gpu-3") == {"DRAIN"}
-    playbook(fleet["lab"], "loadbalancer.yml", *lb_vars("-e", "haproxy_timeout_queue=3m"))
-    assert "timeout queue 3m" in on_host(LB, "sudo cat /etc/haproxy/haproxy.cfg")
+    playbook(fleet["lab"], "loadbalancer.yml", *lb_vars("-e", "haproxy_timeout_queue=4s"))
+    assert "timeout queue 4s" in on_host(LB, "sudo cat /etc/haproxy/haproxy.cfg")
     assert statuses("gpu-3") == {"DRAIN"}, "the reload forgot the runtime drain"
+    before = backend_totals()
+    thread, answers = qwen_later(fleet)
+    thread.join(timeout=30)
+    waited = answers[0].ended - answers[0].started
+    assert (answers[0].status, answers[0].detail) == (
+        503,
+        "no host serving this model is available now; try again shortly",
+    ), answers
+    assert 4 <= waited < 10 and backend_totals() == before, waited
 
     config_before = on_host(LB, "sudo sha256sum /etc/haproxy/haproxy.cfg")
     bad = json.dumps({"haproxy_frontend_extra": ["no-such-directive on"]})
@@ -147,7 +197,7 @@ def test_a_reload_keeps_a_runtime_drain_and_a_bad_config_changes_nothing(fleet):
     assert on_host(LB, "sudo sha256sum /etc/haproxy/haproxy.cfg") == config_before
     assert stream_once(target(fleet), "generate", LLAMA, 1, 0).verdict == "served"
 
-    haproxy_module(fleet, f"state=enabled host=gpu-3 socket={SOCKET} wait=true wait_interval=1")
+    haproxy_module(fleet, enable)
     playbook(fleet["lab"], "loadbalancer.yml", *lb_vars())
     assert statuses("gpu-3") == {"UP"}
 
@@ -356,7 +406,7 @@ def test_client_calls_pass_with_a_key_native_and_openai_compatible(fleet):
     checked = gpufleet("lab", "front-door")
     lines = checked.stdout.splitlines()
     answers = [line for line in lines if " -> " in line]
-    assert len(answers) == 5 and all(" as it must" in line for line in answers), checked.stdout
+    assert len(answers) == 6 and all(" as it must" in line for line in answers), checked.stdout
     assert sum(line.endswith(": 200 served") for line in lines) == 2, checked.stdout
 
 

@@ -186,6 +186,7 @@ class Probe:
     method: str
     path: str
     expected: int
+    model: str = "llama3.1:8b"
 
 
 # A key name no key has: the probe sends a made-up key.
@@ -196,6 +197,9 @@ PROBES = (
     Probe("deleting a model, with a valid key", LOAD_KEY, "DELETE", "/api/delete", 403),
     Probe("pulling a model, with a valid key", LOAD_KEY, "POST", "/api/pull", 403),
     Probe("listing models, with a valid key", LOAD_KEY, "GET", "/api/tags", 200),
+    Probe(
+        "a model no host serves, with a valid key", LOAD_KEY, "POST", "/api/chat", 404, "nosuch:1b"
+    ),
 )
 
 
@@ -211,7 +215,7 @@ def probe(paths: LabPaths, address: str, check: Probe) -> tuple[int, str]:
     context = lb_target(paths, address, None).ssl_context()
     connection = http.client.HTTPSConnection(address, LB_PORT, timeout=30, context=context)
     try:
-        connection.request(check.method, check.path, json.dumps({"model": "llama3.1:8b"}), headers)
+        connection.request(check.method, check.path, json.dumps({"model": check.model}), headers)
         response = connection.getresponse()
         body = response.read()
     finally:

@@ -160,7 +160,10 @@ class Clients:
         except ollama.ResponseError as exc:
             return outcome(exc.status_code, "failed", exc.error[:200])
         except openai.APIStatusError as exc:
-            return outcome(exc.status_code, "failed", str(exc.body)[:200])
+            # The client hands over the body's `error` object: OpenAI's {message, type, code}.
+            body = exc.body
+            text = body.get("message", body) if isinstance(body, dict) else body
+            return outcome(exc.status_code, "failed", str(text)[:200])
         except (
             OSError,
             ConnectionError,
