@@ -20,6 +20,43 @@ def test_requests_are_the_difference_per_lb_and_in_total():
     assert requests["total"] == {"served": 100, "failed": 0, "truncated": 0}
 
 
+STAT = """# pxname,svname,qcur,scur,srv_abrt,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other
+ollama,FRONTEND,,,,0,100,0,7,2,0
+be_model_team::llama3.1:8b,gpu-1,0,0,1,0,50,0,0,0,0
+be_model_team::llama3.1:8b,BACKEND,0,0,1,0,50,0,0,0,0
+be_alias_chat,BACKEND,0,0,2,0,50,0,0,0,0
+be_default,BACKEND,0,0,0,0,0,0,0,0,0
+"""
+TABLE = """# table: st_models, type: string, size:10000, used:3
+0x55addf10c8c0: key=chat use=0 exp=86390893 gpc0=50 http_req_cnt=51 gpc1=0
+0x55addf10c8c1: key=team/llama3.1:8b use=0 exp=86390893 gpc0=50 http_req_cnt=50 gpc1=0
+0x55addf10c8c2: key=nosuch:1b use=0 exp=86390893 gpc0=0 http_req_cnt=7 gpc1=7
+"""
+
+
+def test_an_lbs_counters_count_every_non_2xx_and_each_names_answers():
+    counters = report_filters.model_swap_counters(STAT, TABLE)
+    # 2xx less the 3 streams cut after their 200; 7 + 2 answers that were not 2xx.
+    assert (counters["served"], counters["failed"], counters["truncated"]) == (97, 9, 3)
+    assert counters["names"] == {
+        "chat": {"requests": 51, "served": 48, "failed": 0, "truncated": 2},
+        "team/llama3.1:8b": {"requests": 50, "served": 49, "failed": 0, "truncated": 1},
+        "nosuch:1b": {"requests": 7, "served": 0, "failed": 7, "truncated": 0},
+    }
+
+
+def test_names_are_counted_between_readings_and_summed_over_lbs():
+    before = {"lb-1": report_filters.model_swap_counters(STAT, TABLE)}
+    later = TABLE.replace("gpc1=7", "gpc1=19").replace("http_req_cnt=7", "http_req_cnt=19")
+    after = {
+        "lb-1": report_filters.model_swap_counters(STAT, later),
+        "lb-2": report_filters.model_swap_counters(STAT, TABLE),
+    }
+    per_name = report_filters.model_swap_requests(after, before)["per_name"]
+    assert per_name["nosuch:1b"] == {"requests": 19, "served": 0, "failed": 19, "truncated": 0}
+    assert per_name["chat"] == {"requests": 51, "served": 48, "failed": 0, "truncated": 2}
+
+
 def test_the_table_has_a_row_per_host_the_error_under_it_and_the_requests_last():
     report = {
         "hosts": [
@@ -40,7 +77,14 @@ def test_the_table_has_a_row_per_host_the_error_under_it_and_the_requests_last()
                 "error": "digest mismatch",
             },
         ],
-        "requests": {"total": {"served": 280, "failed": 0, "truncated": 0}},
+        "requests": {
+            "total": {"served": 280, "failed": 0, "truncated": 0},
+            "per_name": {
+                "chat": {"requests": 200, "served": 200, "failed": 0, "truncated": 0},
+                "llama3.1:8b": {"requests": 90, "served": 80, "failed": 10, "truncated": 0},
+            },
+        },
+        "retired": {"llama3.1:8b": "2026-12-04T21:39:03.697759Z"},
         "wall_s": 94.8,
         "outcome": "rolled back",
     }
@@ -49,6 +93,7 @@ def test_the_table_has_a_row_per_host_the_error_under_it_and_the_requests_last()
         "host",
         "from",
         "to",
+        "alias",
         "outcome",
         "drain_wait_s",
         "pull_s",
@@ -59,6 +104,7 @@ def test_the_table_has_a_row_per_host_the_error_under_it_and_the_requests_last()
         "gpu-1",
         "llama3.1:8b",
         "mistral:7b",
+        "-",
         "swapped",
         "6.8",
         "0.8",
@@ -67,6 +113,11 @@ def test_the_table_has_a_row_per_host_the_error_under_it_and_the_requests_last()
     ]
     assert lines[2].split()[:3] == ["gpu-2", "-", "-"]
     assert lines[3] == "  Pull mistral:7b: digest mismatch"
+    assert lines[4] == "  chat: 200 requests, 200 served, 0 failed, 0 truncated"
+    assert lines[5] == (
+        "  llama3.1:8b: 90 requests, 80 served, 10 failed, 0 truncated; "
+        "retired at 2026-12-04T21:39:03.697759Z"
+    )
     assert lines[-1] == (
         "requests through the LBs: 280 served, 0 failed, 0 truncated; wall 94.8 s; rolled back"
     )
