@@ -87,6 +87,11 @@ SHA = "a" * 64
             '{"haproxy_gpu_group": "ungrouped", "haproxy_api_keys_required": false}',
             "TLS is on (haproxy_tls) and needs both haproxy_tls_certificate",
         ),
+        (
+            "haproxy",
+            '{"haproxy_gpu_group": "ungrouped", "haproxy_timeout_queue": "soon"}',
+            "haproxy_timeout_queue soon is not a time as HAProxy takes it",
+        ),
         ("mtail", '{"mtail_programs": ["nginx"]}', "mtail_programs"),
         ("mtail", "mtail_port=metrics", "mtail_port"),
         ("patch", "patch_hold_kernel=perhaps", "patch_hold_kernel"),
