@@ -101,9 +101,13 @@ def test_the_guard_refuses_outside_the_window(published):
     assert {h: libc_version(h) for h in ALL_HOSTS} == published["libc_before"]
 
 
-@pytest.mark.parametrize("serial", [{"patch_serial": 0}, {"patch_serial": ["1", "100%"]}])
+@pytest.mark.parametrize(
+    "serial", [{"patch_serial": 0}, {"patch_serial": "100%"}, {"patch_serial": ["3", "1"]}]
+)
 def test_a_batch_that_would_empty_the_pool_is_refused_whatever_form_serial_takes(published, serial):
-    """Ansible reads serial 0 as every host in one batch, and a list's items by their form."""
+    """Ansible reads serial 0 as every host in one batch, a percentage of all the hosts, and a
+    list's items as numbers whether they come as numbers or strings: each makes one batch of
+    the whole pool of 3 here."""
     output = patch(
         published["fleet"], "-e", json.dumps({"patch_force": True, **serial}), check=False
     )
