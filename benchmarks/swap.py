@@ -1,11 +1,13 @@
 """Benchmark: what the model swap's orchestration costs, per host, over the work itself.
 
-On the fleet lab (brought up and converged if it is not): the pool `chat` is put on one
-model, then rolled onto another, a canary then batches, with 20 streams running through the
-LB. From the run's report: the swap's wall time against the sum of each host's intrinsic
-work (its drain wait, pull and warm-up); the difference, per host, is the orchestration
-(routes, agent, tags, waits for the LBs). Target: at most 15 s per host. Prints one JSON
-line of figures last.
+On the fleet lab (brought up and converged if it is not), its default mixed pool `chat`
+(two hosts on llama3.1:8b, one on qwen2.5:7b, the alias `chat` on all) is rolled onto
+mistral:7b, a canary then batches, while 20 clients (the official ollama and openai ones)
+stream on the pool's alias through the LB. From the run's report: the swap's wall time
+against the sum of each host's intrinsic work (its drain wait, pull and warm-up); the
+difference, per host, is the orchestration (retiring routes, the alias, agent, tags, waits
+for the LBs). Target: at most 15 s per host, with no alias request failed or cut. Prints one
+JSON line of figures last.
 
     .venv/bin/python benchmarks/swap.py [--keep-lab]
 """
@@ -19,9 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from gpufleet.lab import front_door
+from gpufleet.lab.load import Load
+from gpufleet.lab.topology import LabPaths
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TARGET_OVERHEAD_S = 15.0
+ALIAS, NEW_MODEL = "chat", "mistral:7b"
 PHASES = ("drain_wait_s", "pull_s", "warm_s", "total_s")
 
 
@@ -39,21 +46,9 @@ def lab_status() -> dict:
     return json.loads(subprocess.run(status, capture_output=True, text=True, check=False).stdout)
 
 
-def swap(inventory: str, model: str, load: bool) -> dict:
+def swap(inventory: str, model: str) -> dict:
     playbook = [str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/model_swap.yml"]
     playbook += ["-e", "model_swap_pool=chat", "-e", f"model_swap_model={model}"]
-    if load:
-        playbook = [
-            str(BIN / "gpufleet"),
-            "lab",
-            "load",
-            "--models",
-            "llama3.1:8b",
-            "--concurrency",
-            "20",
-            "--",
-            *playbook,
-        ]
     started = time.time()
     run(*playbook)
     reports = [
@@ -70,11 +65,17 @@ def main() -> None:
     if brought_up:
         run(str(BIN / "gpufleet"), "lab", "up")
     try:
-        inventory = lab_status()["inventory"]
+        status = lab_status()
+        inventory = status["inventory"]
         run(str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/gpu_hosts.yml")
         run(str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/loadbalancer.yml")
-        swap(inventory, "llama3.1:8b", load=False)
-        report = swap(inventory, "mistral:7b", load=True)
+        lb = next(h["address"] for h in status["hosts"] if h["role"] == "lb")
+        target = front_door.lb_target(LabPaths.from_environment(), lb)
+        alias = Load(target, [ALIAS], concurrency=20, tokens=40).start()
+        try:
+            report = swap(inventory, NEW_MODEL)
+        finally:
+            on_alias = alias.stop()
     finally:
         if brought_up and not args.keep_lab:
             run(str(BIN / "gpufleet"), "lab", "down")
@@ -102,6 +103,10 @@ def main() -> None:
                 "orchestration_once_per_run_s": round(once, 1),
                 "wall_over_intrinsic": round(report["wall_s"] / intrinsic, 2),
                 "requests": report["requests"]["total"],
+                "alias_clients": on_alias.summary(),
+                "alias_kinds": sorted({o.kind for o in on_alias.outcomes}),
+                "per_name": report["requests"].get("per_name", {}),
+                "retired": sorted(report.get("retired", {})),
             }
         )
     )
