@@ -92,10 +92,10 @@ demo: deps
 	echo "--- the front door: what careless and hostile clients get, and the lab's key through the official ollama and openai clients"; \
 	gpufleet lab front-door | sed -u 's/^    /front door: /' | tee -a $(DEMO_LOG) | sed -u 's/^front door: /    /'; \
 	load_started=$$(date +%s); \
-	gpufleet lab load --models llama3.1:8b,qwen2.5:7b --seconds 10 | sed -u 's/^/LB, two models: /' | tee -a $(DEMO_LOG); \
+	gpufleet lab load --models llama3.1:8b,qwen2.5:7b,chat --seconds 10 | sed -u 's/^/LB, two models and the alias: /' | tee -a $(DEMO_LOG); \
 	echo "--- where those requests landed (backend/server, from HAProxy's log)"; \
 	gpufleet lab ssh lb-1 "sudo journalctl --unit haproxy --since @$$load_started --output cat --grep POST \
-		| grep -oE 'be_[a-z0-9_]+/gpu-[0-9]+' | sort | uniq -c"; \
+		| grep -oE 'be_[A-Za-z0-9_.:-]+/gpu-[0-9]+|ollama/<NOSRV>' | sort | uniq -c"; \
 	echo "--- firewall: Ollama's API on gpu-1 answers the LB only; SSH takes keys only"; \
 	gpu1=$$(ansible-inventory -i $(LAB_INVENTORY) --host gpu-1 | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["ec2_private_ip"])'); \
 	for from in lb-1 gpu-2; do \
@@ -104,18 +104,19 @@ demo: deps
 	done; \
 	ssh -F $(LAB_STATE)/ssh/config -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
 		$$gpu1 true 2>&1 | sed 's/^/    password login: /' || true; \
-	echo "--- model swap: the chat pool onto one model first (gpu-3, on qwen2.5:7b, joins llama3.1:8b)"; \
-	ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=llama3.1:8b \
-		| $(call PROGRESS,model_swap,Pull|Record the host); \
-	echo "--- model swap under load: chat onto mistral:7b, a canary then batches, while 20 streams run through the LB"; \
-	gpufleet lab load --models llama3.1:8b --concurrency 20 -- \
+	echo "--- model swap under load: the mixed pool chat (llama3.1:8b, qwen2.5:7b) onto mistral:7b, a canary then batches, while 20 streams ask for the pool's alias chat"; \
+	gpufleet lab load --models chat --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/model_swap.yml -e model_swap_pool=chat -e model_swap_model=mistral:7b \
 		| $(call PROGRESS,model_swap,Pull|Record the host) | sed -u 's/^lab load/model swap under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^model swap under load: //'; \
 	$(call REPORT,reports/model-swap-*.json) >> $(DEMO_LOG); \
+	$(PYTHON) -c 'import json, sys; report = json.load(open(sys.argv[1])); \
+		[print("report: %s: %d requests, %d served, %d failed%s" % (name, c["requests"], c["served"], c["failed"], \
+		"; retired at " + report["retired"][name] if name in report["retired"] else "")) \
+		for name, c in report["requests"]["per_name"].items()]' "$$(ls reports/model-swap-*.json | tail -n 1)" | tee -a $(DEMO_LOG); \
 	echo "--- patch window: the lab publishes a Debian point release (libc6), and the fleet is patched under 20 streams"; \
 	gpufleet lab publish-update; \
 	echo "    (forced: the window is Saturdays and Sundays 02:00-05:00 UTC, and the demo runs now)"; \
-	gpufleet lab load --models mistral:7b --concurrency 20 -- \
+	gpufleet lab load --models chat,mistral:7b --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/patch.yml -e patch_force=true \
 		| $(call PROGRESS,patch,Reboot:|Record the host) | sed -u 's/^lab load/patch window under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^patch window under load: //'; \
 	$(call REPORT,reports/patch-*.json) >> $(DEMO_LOG); \
@@ -127,7 +128,7 @@ demo: deps
 	bake_pid=""; \
 	grep -E '^lab bake: |image audit: ' $(DEMO_BAKE_LOG) | tail -n 2 | sed 's/^ *//; s/^gpu.null.ssh_host: //; s/; `lab reset .*//; s/^/bake: /' >> $(DEMO_LOG); \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
-	grep -E '^(LB, two models|model swap under load|patch window under load): lab load|^(report|bake|front door): ' $(DEMO_LOG) | sed 's/^/    /'
+	grep -E '^(LB, two models and the alias|model swap under load|patch window under load): lab load|^(report|bake|front door): ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .
