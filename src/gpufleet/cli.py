@@ -14,7 +14,6 @@ from pathlib import Path
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
 from gpufleet.lab import LabError, bake_host, front_door, lab, monitoring, point_release
-from gpufleet.lab.load import Load, stream_once
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
 
@@ -311,6 +310,8 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
 
 def _lab_front_door(paths: LabPaths, topology: LabTopology) -> int:
     """Each probe's answer against the one it must be, then a native and an OpenAI stream."""
+    from gpufleet.lab.load import stream_once  # imported here: see _lab_load
+
     balancer = _first_balancer(topology)
     wrong = 0
     for check in front_door.PROBES:
@@ -346,6 +347,10 @@ def _lab_load(
 ) -> int:
     """Stream through the LB for some seconds, or while a command runs; exit non-zero when a
     request failed or was cut, or the command failed."""
+    # The official ollama and openai clients take half a second to import: only the
+    # commands that call the LB load them, so `lab ssh` and `lab status` start at once.
+    from gpufleet.lab.load import Load
+
     balancer = _first_balancer(topology)
     chosen = models.split(",") if models else sorted({h.model for h in topology.hosts if h.model})
     command = during[1:] if during[:1] == ["--"] else during

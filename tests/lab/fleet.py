@@ -20,7 +20,7 @@ import pytest
 from labctl import ansible_playbook, on_host
 
 from gpufleet.lab import front_door
-from gpufleet.lab.load import Target
+from gpufleet.lab.front_door import Target
 from gpufleet.lab.topology import LabPaths
 
 LB = "lb-1"

@@ -17,15 +17,16 @@ import http.client
 import ipaddress
 import json
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gpufleet.lab.load import Target
 from gpufleet.lab.topology import LabPaths, LabTopology
 
 LOAD_KEY, CLIENT_KEY, TIGHT_KEY = "lab-load", "lab-client", "lab-tight"
@@ -38,6 +39,26 @@ KEY_LIMITS: dict[str, dict[str, int]] = {
 VALID_DAYS = 30
 # Where clients reach an LB, as they would reach Ollama.
 LB_PORT = 11434
+
+
+@dataclass(frozen=True)
+class Target:
+    """An LB as clients call it: its base URL, the CA that signed its certificate (None for
+    plain HTTP) and the API key sent as `Authorization: Bearer` (None for none)."""
+
+    url: str
+    ca_file: Path | None = None
+    key: str | None = None
+
+    @property
+    def address(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+
+    def with_key(self, key: str | None) -> Target:
+        return Target(self.url, self.ca_file, key)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import itertools
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import httpx2
@@ -30,6 +27,7 @@ import ollama
 import openai
 
 from gpufleet.lab import LabError
+from gpufleet.lab.front_door import Target
 from gpufleet.lab.topology import BRIDGE
 
 KINDS = ("chat", "generate", "openai-chat", "embed")
@@ -60,26 +58,6 @@ class LoadReport:
 
     def problems(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.verdict != "served"]
-
-
-@dataclass(frozen=True)
-class Target:
-    """An LB as clients call it: its base URL, the CA that signed its certificate (None for
-    plain HTTP) and the API key sent as `Authorization: Bearer` (None for none)."""
-
-    url: str
-    ca_file: Path | None = None
-    key: str | None = None
-
-    @property
-    def address(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
-
-    def with_key(self, key: str | None) -> Target:
-        return Target(self.url, self.ca_file, key)
 
 
 @functools.cache
