@@ -25,7 +25,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 
 help:
 	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
-	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule"
+	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
 
@@ -144,11 +144,24 @@ docs: deps
 unit: deps
 	pytest -n 2 --dist loadfile tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
 
-# The slowest lab tests listed at the end: where make test's time goes.
+# The slowest lab tests listed at the end.
 lab-test: deps
 	pytest --durations=20 tests/lab
 
-test: lint unit lab-test
+# make test's phases, each timed into TEST_PHASES (the lab tests add each test file, each
+# molecule scenario and their shared set-up); it ends with them as a table, and its budget
+# line, even when a phase fails. $(call PHASE,NAME,TARGET)
+TEST_PHASES := .cache/test-phases.jsonl
+PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print-directory $(2)
+
+test:
+	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES)
+	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES); \
+	trap 'echo "--- where make test'"'"'s time went"; $(PYTHON) benchmarks/suite.py $(TEST_PHASES)' EXIT; \
+	$(call PHASE,deps,deps); \
+	$(call PHASE,lint,lint); \
+	$(call PHASE,unit,unit); \
+	$(call PHASE,lab,lab-test)
 
 clean:
 	-gpufleet lab down

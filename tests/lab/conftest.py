@@ -10,6 +10,7 @@ import shutil
 import time
 import warnings
 
+import phases
 import pytest
 from fleet import LB, LLAMA, QWEN, lb_vars, playbook, statuses, target, wait_for
 from labctl import gpufleet, lab_status
@@ -17,6 +18,9 @@ from labctl import gpufleet, lab_status
 from gpufleet.lab.load import stream_once
 
 LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
+# The session's shared set-up, timed as phases of its own for make test's phase table.
+SHARED_SETUP = {"lab": "lab up", "fleet": "the shared fleet's converge"}
+CLOCK = phases.PhaseClock()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +34,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.get_closest_marker("lab_fresh_hosts") is not None,
         )
     )
+
+
+def phase_of(item: pytest.Item) -> str:
+    """A test's phase in make test's table: its molecule scenario, or its file."""
+    callspec = getattr(item, "callspec", None)
+    scenario = callspec.params.get("scenario") if callspec else None
+    return f"molecule {scenario}" if scenario else item.path.name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+    if fixturedef.argname not in SHARED_SETUP:
+        return (yield)
+    started = time.time()
+    try:
+        return (yield)
+    finally:
+        CLOCK.shared(SHARED_SETUP[fixturedef.argname], started, time.time() - started)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    started, shared_before = time.time(), CLOCK.shared_seconds
+    try:
+        return (yield)
+    finally:
+        shared = CLOCK.shared_seconds - shared_before
+        CLOCK.spend(phase_of(item), started, time.time() - started - shared)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    phases_file = phases.recording()
+    if phases_file:
+        CLOCK.write(phases_file, within="lab")
 
 
 @pytest.fixture(scope="session", autouse=True)

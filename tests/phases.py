@@ -1,0 +1,76 @@
+"""make test's phases and their seconds, one JSON object a line, for benchmarks/suite.py.
+
+make times its own phases (deps, lint, unit, lab) with `time`; the lab tests' conftest
+records each test file, each molecule scenario and the lab's shared set-up inside the lab
+phase. Standard library only: make's first phase runs before the virtualenv exists.
+
+    python3 tests/phases.py time PHASES_FILE NAME -- COMMAND...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Where make test asks the lab tests to record their phases; unset, they record nothing.
+ENVIRONMENT = "GPUFLEET_TEST_PHASES"
+
+
+def record(phases_file: Path, name: str, started: float, seconds: float, within: str = "") -> None:
+    """Append one phase: its name, when it started (epoch seconds), its seconds, and the
+    phase it is part of ("" for make's own)."""
+    entry = {"phase": name, "within": within, "started": round(started, 3)}
+    entry["seconds"] = round(seconds, 3)
+    with phases_file.open("a") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
+def recording() -> Path | None:
+    """The phases file make test named, if any."""
+    named = os.environ.get(ENVIRONMENT)
+    return Path(named) if named else None
+
+
+class PhaseClock:
+    """Seconds spent per phase inside one pytest session, shared set-up kept apart: a session
+    fixture's set-up counts as its own phase, not as the first test that asked for it."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, list[float]] = {}
+        self.shared_seconds = 0.0
+
+    def spend(self, name: str, started: float, seconds: float) -> None:
+        first_started, total = self.spent.get(name, [started, 0.0])
+        self.spent[name] = [min(first_started, started), total + seconds]
+
+    def shared(self, name: str, started: float, seconds: float) -> None:
+        self.shared_seconds += seconds
+        self.spend(name, started, seconds)
+
+    def write(self, phases_file: Path, within: str) -> None:
+        for name, (started, seconds) in self.spent.items():
+            record(phases_file, name, started, seconds, within)
+
+
+def time_command(phases_file: Path, name: str, command: list[str]) -> int:
+    """Run command, record it as the phase name whether it passes or fails; its exit status."""
+    started = time.time()
+    try:
+        return subprocess.run(command, check=False).returncode
+    finally:
+        record(phases_file, name, started, time.time() - started)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 5 or argv[0] != "time" or argv[3] != "--":
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    return time_command(Path(argv[1]), argv[2], argv[4:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""make test's phase table: phases recorded as they ran, and benchmarks/suite.py's figures."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import phases
+import pytest
+import repo_scripts
+
+suite = repo_scripts.load("benchmarks/suite.py")
+
+
+def test_a_failing_phase_is_recorded_and_its_status_passed_on(tmp_path):
+    phases_file = tmp_path / "phases.jsonl"
+    status = phases.time_command(phases_file, "lint", [sys.executable, "-c", "exit(3)"])
+    assert status == 3
+    (entry,) = suite.read(phases_file)
+    assert (entry["phase"], entry["within"]) == ("lint", "")
+    assert entry["seconds"] >= 0
+
+
+def test_a_shared_set_up_is_its_own_phase_not_its_first_tests():
+    clock = phases.PhaseClock()
+    clock.spend("test_a.py", 100.0, 5.0)
+    clock.shared("lab up", 105.0, 60.0)
+    clock.spend("test_a.py", 165.0, 10.0)
+    clock.spend("molecule base", 175.0, 50.0)
+    assert clock.spent == {
+        "test_a.py": [100.0, 15.0],
+        "lab up": [105.0, 60.0],
+        "molecule base": [175.0, 50.0],
+    }
+    assert clock.shared_seconds == 60.0
+
+
+def write(phases_file, *entries):
+    for name, within, started, seconds in entries:
+        phases.record(phases_file, name, started, seconds, within)
+
+
+def test_the_total_is_wall_time_so_a_gap_between_phases_still_counts(tmp_path, capsys):
+    phases_file = tmp_path / "phases.jsonl"
+    write(
+        phases_file,
+        ("deps", "", 0.0, 60.0),
+        ("lint", "", 60.0, 60.0),
+        ("lab", "", 300.0, 1800.0),
+        ("test_a.py", "lab", 300.0, 600.0),
+        ("molecule base", "lab", 900.0, 1200.0),
+    )
+    assert suite.main([str(phases_file)]) == 0
+    *table, line = capsys.readouterr().out.splitlines()
+    figures = json.loads(line)
+    assert figures["total_min"] == 35.0 and figures["total_to_budget"] == 1.0
+    assert figures["phases_min"] == {
+        "deps": 1.0,
+        "lint": 1.0,
+        "lab": 30.0,
+        "lab: test_a.py": 10.0,
+        "lab: molecule base": 20.0,
+    }
+    # Each phase's parts follow it, slowest first; the total closes the table.
+    names = [row.split()[0] for row in table[1:]]
+    assert names == ["deps", "lint", "lab", "molecule", "test_a.py", "total"]
+    assert table[-1].split()[:2] == ["total", "35.00"]
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_no_recorded_phases_is_said_and_fails(tmp_path, capsys, content):
+    phases_file = tmp_path / "phases.jsonl"
+    if content is not None:
+        phases_file.write_text(content)
+    assert suite.main([str(phases_file)]) == 1
+    assert "suite: " in capsys.readouterr().err
