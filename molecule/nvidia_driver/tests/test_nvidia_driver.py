@@ -1,5 +1,8 @@
 """What nvidia_driver leaves on lab hosts (no GPU): DKMS modules for every installed kernel,
-from Debian's non-free on gpu-3 and from the CUDA repository's stand-in on gpu-1."""
+from Debian's non-free on gpu-3 and from the CUDA repository's stand-in on gpu-1.
+
+The real module is built once, on gpu-3; the stand-in's module package keeps Debian's
+maintainer scripts and dkms.conf with sources that build in seconds."""
 
 import pytest
 
@@ -28,6 +31,14 @@ def test_module_is_built_for_every_installed_kernel(host):
     with host.sudo():
         status = host.run("dkms status").stdout
     assert all(f"{k}, x86_64: installed" in status for k in kernels(host)), status
+
+
+def test_debian_non_free_gives_nvidia_own_module(host):
+    if from_cuda_repository(host):
+        pytest.skip("the CUDA repository stand-in's module sources are small stand-ins")
+    for kernel in kernels(host):
+        module = f"/lib/modules/{kernel}/updates/dkms/nvidia-current.ko"
+        assert host.run(f"/sbin/modinfo -F license {module}").stdout.strip() == "NVIDIA"
 
 
 def test_driver_not_toolkit(host):

@@ -14,10 +14,15 @@ nvidia_driver role configures exactly as it configures NVIDIA's:
 
 What is inside differs: the packages are Debian's own non-free driver packages
 (and their contrib and non-free dependencies), fetched from Debian's mirror by
-apt itself, so the DKMS build in the lab is real. `nvidia-driver-cuda` is a
-metapackage made here that depends on Debian's nvidia-smi, libcuda1 and
-nvidia-persistenced, the compute user space NVIDIA's package carries. The key is
-the lab's own, made once per machine. Production never uses any of this.
+apt itself. One is slimmed: `nvidia-kernel-dkms` keeps Debian's control file,
+maintainer scripts and dkms.conf, so DKMS adds, builds and installs it for each
+kernel as it does the real one, but its sources are five small modules of the
+same names that build in seconds. NVIDIA's real source takes DKMS minutes a
+host; the lab builds it once, on the host that takes the driver from Debian's
+non-free. `nvidia-driver-cuda` is a metapackage made here that depends on
+Debian's nvidia-smi, libcuda1 and nvidia-persistenced, the compute user space
+NVIDIA's package carries. The key is the lab's own, made once per machine.
+Production never uses any of this.
 """
 
 REPO_PATH = "cuda/repos/debian12/x86_64"
