@@ -43,15 +43,23 @@ def phase_of(item: pytest.Item) -> str:
     return f"molecule {scenario}" if scenario else item.path.name
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
-    if fixturedef.argname not in SHARED_SETUP:
-        return (yield)
-    started = time.time()
-    try:
-        return (yield)
-    finally:
-        CLOCK.shared(SHARED_SETUP[fixturedef.argname], started, time.time() - started)
+class SharedSetupTimer:
+    """Times the session fixtures' set-up. Registered as a plugin of its own: pytest asks a
+    session fixture's hooks of the root's conftest only, not of this folder's."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+        if fixturedef.argname not in SHARED_SETUP:
+            return (yield)
+        started = time.time()
+        try:
+            return (yield)
+        finally:
+            CLOCK.shared(SHARED_SETUP[fixturedef.argname], started, time.time() - started)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SharedSetupTimer(), "gpufleet-lab-shared-setup-timer")
 
 
 @pytest.hookimpl(wrapper=True)
