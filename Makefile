@@ -153,15 +153,22 @@ lab-test: deps
 # line, even when a phase fails. $(call PHASE,NAME,TARGET)
 TEST_PHASES := .cache/test-phases.jsonl
 PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print-directory $(2)
+# Lint and the unit tests' output while they run beside the lab tests.
+CHECKS_LOG := .cache/lint-and-unit.log
 
+# Lint and the unit tests run beside the lab tests, whose first minutes (lab up, converging
+# the fleet) leave a core idle; their output follows the lab's, and any failing fails make test.
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES)
 	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES); \
 	trap 'echo "--- where make test'"'"'s time went"; $(PYTHON) benchmarks/suite.py $(TEST_PHASES)' EXIT; \
 	$(call PHASE,deps,deps); \
-	$(call PHASE,lint,lint); \
-	$(call PHASE,unit,unit); \
-	$(call PHASE,lab,lab-test)
+	echo "--- lint and unit tests: beside the lab tests, their output in $(CHECKS_LOG) until both end"; \
+	{ $(call PHASE,lint,lint) && $(call PHASE,unit,unit); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	lab_status=0; $(call PHASE,lab,lab-test) || lab_status=$$?; \
+	checks_status=0; wait $$checks || checks_status=$$?; \
+	echo "--- lint and unit tests (exit $$checks_status)"; cat $(CHECKS_LOG); \
+	test $$lab_status -eq 0 && test $$checks_status -eq 0
 
 clean:
 	-gpufleet lab down

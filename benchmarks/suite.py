@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         print(f"suite: no phases recorded at {phases_file}: run make test first", file=sys.stderr)
         return 1
     recorded = read(phases_file)
-    top = [p for p in recorded if not p["within"]]
+    top = sorted((p for p in recorded if not p["within"]), key=lambda p: p["started"])
     inner = [p for p in recorded if p["within"]]
     if not top:
         print(f"suite: {phases_file} has no make test phase", file=sys.stderr)
