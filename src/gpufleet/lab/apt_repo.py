@@ -9,6 +9,8 @@ import gzip
 import hashlib
 import os
 import subprocess
+import tempfile
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
 
@@ -22,6 +24,18 @@ def run(argv: list[str], **kwargs: object) -> str:
     if out.returncode != 0:
         raise BuildError(f"{' '.join(argv[:3])}... failed: {out.stderr.strip()[-400:]}")
     return out.stdout
+
+
+def repack_package(deb: Path, destination: Path, change: Callable[[Path], None]) -> None:
+    """Debian's package deb unpacked whole (DEBIAN/ and its files), changed by change(root),
+    and built again at destination (a file, or a directory for dpkg-deb to name it in)."""
+    with tempfile.TemporaryDirectory() as staging:
+        root = Path(staging) / "package"
+        run(["dpkg-deb", "--raw-extract", str(deb), str(root)])
+        change(root)
+        # gzip at its fastest: the lab's repositories live only on its bridge.
+        built = ["dpkg-deb", "-Zgzip", "-z1", "--root-owner-group", "--build"]
+        run([*built, str(root), str(destination)])
 
 
 def apt_options(work: Path, sources: str) -> list[str]:

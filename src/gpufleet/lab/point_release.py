@@ -16,7 +16,14 @@ import shutil
 from pathlib import Path
 
 from gpufleet.lab import LabError, hosts
-from gpufleet.lab.apt_repo import BuildError, apt_options, index_and_sign, make_key, run
+from gpufleet.lab.apt_repo import (
+    BuildError,
+    apt_options,
+    index_and_sign,
+    make_key,
+    repack_package,
+    run,
+)
 from gpufleet.lab.rootfs import SOURCES_LIST
 from gpufleet.lab.topology import LabPaths, LabTopology
 
@@ -30,15 +37,14 @@ SOURCES_FILE = Path("etc/apt/sources.list.d/gpufleet-lab-point-release.sources")
 
 def repack(deb: Path, pool: Path) -> str:
     """Debian's package with REVISION appended to its version; return the new version."""
-    unpacked = pool / "unpacked"
-    run(["dpkg-deb", "--raw-extract", str(deb), str(unpacked)])
-    control = unpacked / "DEBIAN" / "control"
-    fields = control.read_text()
     version = run(["dpkg-deb", "--field", str(deb), "Version"]).strip()
-    control.write_text(fields.replace(f"Version: {version}\n", f"Version: {version}{REVISION}\n"))
-    # gzip at its fastest: the repository lives only on the lab's bridge.
-    run(["dpkg-deb", "-Zgzip", "-z1", "--root-owner-group", "--build", str(unpacked), str(pool)])
-    shutil.rmtree(unpacked)
+
+    def bump_version(root: Path) -> None:
+        control = root / "DEBIAN" / "control"
+        bumped = f"Version: {version}{REVISION}\n"
+        control.write_text(control.read_text().replace(f"Version: {version}\n", bumped))
+
+    repack_package(deb, pool, bump_version)
     return version + REVISION
 
 

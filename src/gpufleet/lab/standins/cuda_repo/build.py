@@ -20,7 +20,14 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from gpufleet.lab.apt_repo import BuildError, apt_options, index_and_sign, make_key, run
+from gpufleet.lab.apt_repo import (
+    BuildError,
+    apt_options,
+    index_and_sign,
+    make_key,
+    repack_package,
+    run,
+)
 
 from . import LABEL, REPO_PATH
 
@@ -78,20 +85,21 @@ def slim_module_package(pool: Path) -> None:
     headers) and its dkms.conf (module names, install paths), and only the sources change.
     """
     deb = next(pool.glob("nvidia-kernel-dkms_*.deb"))
-    with tempfile.TemporaryDirectory() as staging:
-        root = Path(staging)
-        run(["dpkg-deb", "--raw-extract", str(deb), str(root)])
-        source = next((root / "usr" / "src").glob("nvidia-current-*"))
-        dkms_conf = (source / "dkms.conf").read_text()
-        shutil.rmtree(source)
-        source.mkdir()
-        (source / "dkms.conf").write_text(dkms_conf)
-        (source / "Makefile").write_text(KBUILD % " ".join(f"{m}.o" for m in MODULES))
-        for module in MODULES:
-            (source / f"{module}.c").write_text(MODULE_SOURCE % module)
-        _write_md5sums(root)
-        deb.unlink()
-        run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)])
+    slimmed = deb.with_suffix(".slimmed")
+    repack_package(deb, slimmed, _slim_sources)
+    slimmed.replace(deb)
+
+
+def _slim_sources(root: Path) -> None:
+    source = next((root / "usr" / "src").glob("nvidia-current-*"))
+    dkms_conf = (source / "dkms.conf").read_text()
+    shutil.rmtree(source)
+    source.mkdir()
+    (source / "dkms.conf").write_text(dkms_conf)
+    (source / "Makefile").write_text(KBUILD % " ".join(f"{m}.o" for m in MODULES))
+    for module in MODULES:
+        (source / f"{module}.c").write_text(MODULE_SOURCE % module)
+    _write_md5sums(root)
 
 
 def _write_md5sums(root: Path) -> None:
