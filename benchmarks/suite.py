@@ -33,6 +33,10 @@ def total_seconds(top: list[dict]) -> float:
     return max(p["started"] + p["seconds"] for p in top) - min(p["started"] for p in top)
 
 
+def to_budget(total: float) -> float:
+    return total / 60 / BUDGET_MINUTES
+
+
 def table(top: list[dict], inner: list[dict], total: float) -> list[str]:
     lines = [f"{'make test phase':<48} {'min':>6}"]
     for phase in top:
@@ -40,8 +44,8 @@ def table(top: list[dict], inner: list[dict], total: float) -> list[str]:
         within = [p for p in inner if p["within"] == phase["phase"]]
         for part in sorted(within, key=lambda p: p["seconds"], reverse=True):
             lines.append(f"  {part['phase']:<46} {minutes(part['seconds']):>6.2f}")
-    ratio = total / 60 / BUDGET_MINUTES
-    lines.append(f"{'total':<48} {minutes(total):>6.2f}  ({ratio:.2f} of {BUDGET_MINUTES:g})")
+    ratio = f"({to_budget(total):.2f} of {BUDGET_MINUTES:g})"
+    lines.append(f"{'total':<48} {minutes(total):>6.2f}  {ratio}")
     return lines
 
 
@@ -63,7 +67,7 @@ def main(argv: list[str]) -> int:
     result = {
         "total_min": minutes(total),
         "budget_min": BUDGET_MINUTES,
-        "total_to_budget": round(total / 60 / BUDGET_MINUTES, 3),
+        "total_to_budget": round(to_budget(total), 3),
         "phases_min": phases,
     }
     print(json.dumps(result))

@@ -23,8 +23,12 @@ ENVIRONMENT = "GPUFLEET_TEST_PHASES"
 def record(phases_file: Path, name: str, started: float, seconds: float, within: str = "") -> None:
     """Append one phase: its name, when it started (epoch seconds), its seconds, and the
     phase it is part of ("" for make's own)."""
-    entry = {"phase": name, "within": within, "started": round(started, 3)}
-    entry["seconds"] = round(seconds, 3)
+    entry = {
+        "phase": name,
+        "within": within,
+        "started": round(started, 3),
+        "seconds": round(seconds, 3),
+    }
     with phases_file.open("a") as out:
         out.write(json.dumps(entry) + "\n")
 

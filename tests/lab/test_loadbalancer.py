@@ -448,18 +448,15 @@ def test_a_key_over_its_limits_gets_429_with_retry_after_and_its_counts_show(fle
 
     # mtail's counters, as the monitoring host scrapes them: mtail reads the lines journald
     # hands it a moment after they are logged.
-    def counted_by_mtail() -> dict[str, float]:
+    def both_codes_counted() -> bool:
+        """mtail counts lab-tight's 429s and its 200s"""
         with urllib.request.urlopen(f"http://{fleet['lb']}:3903/metrics", timeout=10) as metrics:
             exported = metrics.read().decode()
         tight = r'gpufleet_lb_requests_total\{api_key="lab-tight",backend="[^"]+",'
-        return {
+        counted = {
             code: float(value)
             for code, value in re.findall(tight + r'code="(\d+)"[^}]*\} (\S+)', exported)
         }
-
-    def both_codes_counted() -> bool:
-        """mtail counts lab-tight's 429s and its 200s"""
-        counted = counted_by_mtail()
         return counted.get("429", 0) >= 1 and counted.get("200", 0) >= 1
 
     wait_for(both_codes_counted, 15, step=1)
