@@ -43,7 +43,7 @@ $(STAMPS)/venv: pyproject.toml constraints.txt $(STAMPS)/apt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "deps: installing Python packages into $(VENV)"
 	@$(VENV)/bin/pip install -q --upgrade pip
-	@$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	@$(VENV)/bin/pip install -q -c constraints.txt -e '.[lab,dev]'
 	@mkdir -p $(STAMPS) && touch $@
 
 # Models of a few hundred MB, so that copying them onto NVMe at boot takes measurable time.

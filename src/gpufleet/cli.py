@@ -3,112 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from gpufleet import __version__, ami, bake
 from gpufleet.bake import BakeError
-from gpufleet.lab import LabError, bake_host, front_door, lab, monitoring, point_release
-from gpufleet.lab.standins import imds
-from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
 
-EXIT_DEGRADED = 1
-EXIT_ABSENT = 3
+LAB_EXTRA = "gpufleet lab needs the lab's extra: pip install 'gpufleet[lab]'"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpufleet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gpufleet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    lab_parser = commands.add_parser("lab", help="the local fleet lab (nspawn hosts + EC2 API)")
-    actions = lab_parser.add_subparsers(dest="action", required=True)
-
-    up = actions.add_parser("up", help="bring the lab up, or recover a half-made one")
-    up.add_argument("--gpu-hosts", type=int, help="GPU hosts (default 3)")
-    up.add_argument("--lb-hosts", type=int, help="load balancer hosts (default 1)")
-    up.add_argument("--subnet", help="private IPv4 subnet of the lab bridge (default 10.77.0.0/24)")
-    up.add_argument("--region", help="EC2 region the API reports the hosts in (default us-east-1)")
-    up.add_argument("--ec2-port", type=int, help="port of the local EC2 API (default: a free one)")
-    up.add_argument(
-        "--nvme-disks",
-        help="instance-store NVMe disks per GPU host, cycled over them: 2 for every host, "
-        "or 2,1,0 (the default: a stripe, one disk, none)",
-    )
-    up.add_argument("--nvme-size", help="size of each NVMe disk, a sparse file (default 4G)")
-    up.add_argument(
-        "--bake-hosts",
-        type=int,
-        help="Packer build instances for `lab bake` (bake-1, ...), tagged as Packer tags its "
-        "own, so in no fleet inventory (default 0)",
-    )
-
+    # Listed for --help only: main() hands `lab` and its arguments to gpufleet.lab.cli.
+    commands.add_parser("lab", help="the local fleet lab (nspawn hosts + EC2 API); lab --help")
     _bake_parsers(commands)
-    actions.add_parser("down", help="remove every host, mount, namespace, rule and process")
-    status = actions.add_parser("status", help="show the lab; exit 0 up, 1 degraded, 3 absent")
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    reset = actions.add_parser("reset", help="give hosts a fresh disk (all hosts if none named)")
-    reset.add_argument("hosts", nargs="*", metavar="HOST")
-    lab_bake = actions.add_parser(
-        "bake", help="bake a GPU host as the image is (Packer, bake.yml, sysprep, audit)"
-    )
-    lab_bake.add_argument("host", metavar="HOST")
-    lab_bake.add_argument(
-        "--models",
-        default="",
-        help="models to preload, comma-separated (default: the host's gpufleet:model tag; "
-        "on a bake host, every model the lab's GPU hosts serve)",
-    )
-    notice = actions.add_parser(
-        "spot-notice", help="give a host a spot interruption notice from the lab's IMDS"
-    )
-    notice.add_argument("host", metavar="HOST")
-    notice.add_argument(
-        "--rebalance", action="store_true", help="a rebalance recommendation instead"
-    )
-    notice.add_argument("--clear", action="store_true", help="take the host's notices back")
-    actions.add_parser(
-        "front-door",
-        help="call the LB as careless and hostile clients would, and with the lab's key through "
-        "the official clients; exit 1 if any answer is not the one it must be",
-    )
-    load = actions.add_parser(
-        "load", help="stream requests through the lab's LB; exit 1 if any failed or was cut"
-    )
-    load.add_argument(
-        "--models", help="models to ask for, comma-separated (default: those GPU hosts serve)"
-    )
-    load.add_argument("--seconds", type=float, default=10.0, help="how long (default 10)")
-    load.add_argument("--concurrency", type=int, default=8, help="streams at once (default 8)")
-    load.add_argument(
-        "during",
-        nargs=argparse.REMAINDER,
-        metavar="-- COMMAND",
-        help="stream for as long as COMMAND runs (a playbook), instead of --seconds",
-    )
-    actions.add_parser(
-        "publish-update",
-        help="publish the lab's Debian point release (a newer libc6) to every host's apt",
-    )
-    scrape = actions.add_parser(
-        "prometheus",
-        help="scrape the lab with Prometheus and run the Grafana dashboard's queries; "
-        "exit 1 if a panel that needs no GPU has no data",
-    )
-    scrape.add_argument(
-        "--seconds", type=float, default=0.0, help="keep scraping this long before the end"
-    )
-    scrape.add_argument(
-        "--screenshot", type=Path, help="a PNG of Prometheus' graph page, by headless Chromium"
-    )
-    scrape.add_argument("--json", action="store_true", help="the results as JSON")
-    ssh = actions.add_parser("ssh", help="open SSH to a lab host as the admin user")
-    ssh.add_argument("host", metavar="HOST")
-    ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND")
     return parser
 
 
@@ -215,206 +128,26 @@ def _ami(args: argparse.Namespace) -> int:
     return 0
 
 
-def disk_counts(spec: str | None) -> tuple[int, ...] | None:
-    """--nvme-disks 2,1,0 as (2, 1, 0)."""
-    if spec is None:
-        return None
+def _lab(argv: list[str]) -> int:
+    """The lab's own command, imported only here: the product needs none of it."""
     try:
-        return tuple(int(count) for count in spec.split(","))
-    except ValueError:
-        raise LabError(f"--nvme-disks {spec!r} is not a count or counts such as 2,1,0") from None
-
-
-def _print_status(report: dict[str, object]) -> None:
-    print(f"lab: {report['state']}")
-    for key in ("ec2_endpoint", "registry", "region", "subnet", "inventory"):
-        if key in report:
-            print(f"  {key.replace('_', ' ')}: {report[key]}")
-    for host in report["hosts"]:  # type: ignore[attr-defined]
-        disks = f"nvme {len(host['nvme'])}" if host.get("nvme") else ""
-        print(
-            f"  {host['name']:<8} {host['role']:<4} {host['address']:<15} {host['state']:<8} "
-            f"{disks:<7} {host['last_event']}"
-        )
-    for piece in report.get("leftovers", []):  # type: ignore[attr-defined]
-        print(f"  leftover: {piece}")
-
-
-def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
-    if args.action == "up":
-        started = time.monotonic()
-        request = lab.UpRequest(
-            args.gpu_hosts,
-            args.lb_hosts,
-            args.subnet,
-            args.region,
-            args.ec2_port,
-            disk_counts(args.nvme_disks),
-            args.nvme_size,
-            args.bake_hosts,
-        )
-        topology = lab.up(paths, request)
-        elapsed = time.monotonic() - started
-        print(f"lab up: {len(topology.hosts)} hosts in {elapsed:.1f} s")
-        _print_status(lab.status(paths))
-        return 0
-    if args.action == "down":
-        started = time.monotonic()
-        remaining = lab.down(paths)
-        if remaining:
-            raise LabError(f"lab down left {len(remaining)} pieces: {'; '.join(remaining)}")
-        print(f"lab down: nothing left, in {time.monotonic() - started:.1f} s")
-        return 0
-    if args.action == "status":
-        report = lab.status(paths)
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            _print_status(report)
-        return {"up": 0, "absent": EXIT_ABSENT}.get(str(report["state"]), EXIT_DEGRADED)
-    if args.action == "reset":
-        lab.reset(paths, args.hosts)
-        print(f"lab reset: {', '.join(args.hosts) or 'all hosts'} fresh")
-        return 0
-    topology = lab.load(paths)
-    if topology is None:
-        raise LabError("the lab is not up: run `gpufleet lab up` first")
-    if args.action == "bake":
-        return _lab_bake(paths, topology, args.host, args.models)
-    if args.action == "load":
-        return _lab_load(paths, topology, args.models, args.seconds, args.concurrency, args.during)
-    if args.action == "front-door":
-        return _lab_front_door(paths, topology)
-    if args.action == "spot-notice":
-        return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
-    if args.action == "prometheus":
-        return _lab_prometheus(topology, args.seconds, args.screenshot, args.json)
-    if args.action == "publish-update":
-        published = point_release.publish(paths, topology)
-        packages = ", ".join(f"{name} {v}" for name, v in published["packages"].items())
-        print(f"lab publish-update: {packages} at {published['url']}, in every host's sources")
-        return 0
-    argv = [*lab.ssh_argv(paths, topology.host(args.host)), *args.remote_command]
-    os.execvp(argv[0], argv)  # noqa: S606 - replaces this process with the operator's ssh session
-    return 0
-
-
-def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) -> int:
-    chosen = [m for m in models.split(",") if m] or bake_host.default_models(topology, name)
-    request = bake_host.bake_request(paths, topology, name, chosen)
-    started = time.monotonic()
-    bake.bake(request)
-    print(f"lab bake: {name} baked in {time.monotonic() - started:.0f} s; `lab reset {name}` next")
-    return 0
-
-
-def _lab_front_door(paths: LabPaths, topology: LabTopology) -> int:
-    """Each probe's answer against the one it must be, then a native and an OpenAI stream."""
-    from gpufleet.lab.load import stream_once  # imported here: see _lab_load
-
-    balancer = _first_balancer(topology)
-    wrong = 0
-    for check in front_door.PROBES:
-        status, message = front_door.probe(paths, balancer.address, check)
-        verdict = "as it must" if status == check.expected else f"NOT {check.expected}"
-        wrong += status != check.expected
-        said = f": {message}" if message else ""
-        print(f"    {check.what}: {check.method} {check.path} -> {status} {verdict}{said}")
-    target = front_door.lb_target(paths, balancer.address)
-    model = next(h.model for h in topology.hosts if h.model)
-    streams = {"chat": "a chat stream (ollama)", "openai-chat": "a chat stream (openai)"}
-    for kind, what in streams.items():
-        outcome = stream_once(target, kind, model, 8, 0)
-        wrong += outcome.verdict != "served"
-        print(f"    {what}, key {front_door.LOAD_KEY}: {outcome.status} {outcome.verdict}")
-    return 1 if wrong else 0
-
-
-def _first_balancer(topology: LabTopology) -> LabHost:
-    balancers = [h for h in topology.hosts if h.role == "lb"]
-    if not balancers:
-        raise LabError("the lab has no LB host: bring it up with --lb-hosts 1 or more")
-    return balancers[0]
-
-
-def _lab_load(
-    paths: LabPaths,
-    topology: LabTopology,
-    models: str | None,
-    seconds: float,
-    concurrency: int,
-    during: list[str],
-) -> int:
-    """Stream through the LB for some seconds, or while a command runs; exit non-zero when a
-    request failed or was cut, or the command failed."""
-    # The official ollama and openai clients take half a second to import: only the
-    # commands that call the LB load them, so `lab ssh` and `lab status` start at once.
-    from gpufleet.lab.load import Load
-
-    balancer = _first_balancer(topology)
-    chosen = models.split(",") if models else sorted({h.model for h in topology.hosts if h.model})
-    command = during[1:] if during[:1] == ["--"] else during
-    started = time.monotonic()
-    running = Load(front_door.lb_target(paths, balancer.address), chosen, concurrency).start()
-    command_status = subprocess.run(command, check=False).returncode if command else 0
-    if not command:
-        time.sleep(seconds)
-    summary = running.stop().summary()
-    print(
-        f"lab load: {concurrency} streams for {time.monotonic() - started:.0f} s through "
-        f"{balancer.name}: {json.dumps(summary)}"
-    )
-    if command_status:
-        return command_status
-    return 1 if summary["failed"] or summary["truncated"] else 0
-
-
-def _lab_prometheus(
-    topology: LabTopology, seconds: float, screenshot: Path | None, as_json: bool
-) -> int:
-    """The dashboard's queries against Prometheus scraping the lab; a GPU panel may be empty."""
-    with monitoring.prometheus(monitoring.prometheus_config(monitoring.lab_jobs(topology))) as base:
-        results = monitoring.run_dashboard(base)
-        time.sleep(seconds)
-        if screenshot is not None:
-            expression = next(
-                query
-                for title, query in monitoring.dashboard_queries()
-                if title == monitoring.SCREENSHOT_PANEL
-            )
-            monitoring.screenshot(monitoring.graph_url(base, expression), screenshot)
-            print(f"lab prometheus: {monitoring.SCREENSHOT_PANEL} graphed in {screenshot}")
-    if as_json:
-        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
-    else:
-        for result in results:
-            verdict = f"{result.series} series" if result.series else "no data"
-            reason = " (the lab has no GPU)" if result.needs_gpu and not result.series else ""
-            print(f"  {result.title:<32} {verdict}{reason}")
-    missing = [r.title for r in results if not r.series and not r.needs_gpu]
-    return 1 if missing else 0
-
-
-def _spot_notice(paths: LabPaths, host: LabHost, rebalance: bool, clear: bool) -> int:
-    notices = paths.imds_dir / "notices"
-    if clear:
-        imds.clear_notices(notices, host.address)
-        print(f"lab spot-notice: {host.name} has no notice")
-        return 0
-    document = imds.give_notice(notices, host.address, "rebalance" if rebalance else "spot")
-    print(f"lab spot-notice: {host.name} sees {json.dumps(document)}")
-    return 0
+        from gpufleet.lab import cli as lab_cli
+    except ImportError as exc:
+        print(f"{LAB_EXTRA} ({exc})", file=sys.stderr)
+        return 2
+    return lab_cli.main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lab"]:
+        return _lab(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bake":
             return _bake(args)
-        if args.command == "ami":
-            return _ami(args)
-        return _lab(args, LabPaths.from_environment())
-    except (LabError, BakeError, ami.AmiError) as exc:
+        return _ami(args)
+    except (BakeError, ami.AmiError) as exc:
         where = " ".join(filter(None, [args.command, getattr(args, "action", "")]))
         print(f"gpufleet {where}: {exc}", file=sys.stderr)
         return 2

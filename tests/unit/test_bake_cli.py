@@ -51,3 +51,22 @@ def test_an_earlier_runs_manifest_does_not_count_as_this_build(
     result = gpufleet_bake("--packer", str(packer_that_builds_nothing), cwd=tmp_path)
     assert result.returncode == 2
     assert "recorded no build" in result.stderr
+
+
+def test_the_product_command_loads_no_lab_code():
+    """gpufleet bake and ami run where only the product is installed (the bake workflow):
+    neither the lab, moto nor the lab's load clients are imported for them."""
+    lab_only = ("gpufleet.lab", "moto", "ollama", "openai")
+    script = (
+        "import sys\n"
+        "from gpufleet import cli\n"
+        "try:\n"
+        "    cli.main(['ami', 'prune', '--keep', '0'])\n"
+        "finally:\n"
+        f"    print(sorted(m for m in sys.modules if m.startswith({lab_only!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+    assert "--keep 0: keep at least the newest image" in result.stderr
