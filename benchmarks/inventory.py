@@ -193,9 +193,12 @@ def sources(directory: Path, url: str, regions: list[str]) -> dict[str, Path]:
         "cache_timeout": 3600,
     }
     files = {
-        "ours": ("ours.gpufleet_ec2.yml", {"plugin": "gpufleet_ec2", **common}),
+        "ours": ("ours.gpufleet_ec2.yml", {"plugin": "gpufleet.fleet.gpufleet_ec2", **common}),
         "aws_ec2": ("theirs.aws_ec2.yml", {"plugin": "amazon.aws.aws_ec2", **common}),
-        "warm": ("warm.gpufleet_ec2.yml", {"plugin": "gpufleet_ec2", **common, **cache}),
+        "warm": (
+            "warm.gpufleet_ec2.yml",
+            {"plugin": "gpufleet.fleet.gpufleet_ec2", **common, **cache},
+        ),
         "empty": ("empty.yml", {"all": {"hosts": {}}}),
     }
     paths = {}

@@ -53,7 +53,7 @@ options:
     description: Marks this file as a gpufleet_ec2 inventory source.
     required: true
     type: str
-    choices: [gpufleet_ec2]
+    choices: [gpufleet.fleet.gpufleet_ec2, gpufleet_ec2]
   regions:
     description:
       - Regions to list instances in, queried concurrently.
@@ -157,7 +157,7 @@ options:
 EXAMPLES = r"""
 ---
 # inventory/production.gpufleet_ec2.yml
-plugin: gpufleet_ec2
+plugin: gpufleet.fleet.gpufleet_ec2
 regions: [us-east-1, us-west-2]
 filters:
   tag:gpufleet:env: production
@@ -172,7 +172,7 @@ compose:
 
 ---
 # Through a role in another account, skipping regions the role may not list.
-plugin: gpufleet_ec2
+plugin: gpufleet.fleet.gpufleet_ec2
 regions: [eu-west-1, eu-central-1]
 assume_role_arn: arn:aws:iam::123456789012:role/gpufleet-inventory
 assume_role_external_id: gpufleet
@@ -182,7 +182,7 @@ exclude_filters:
 
 ---
 # A warm cache answers without calling AWS for an hour.
-plugin: gpufleet_ec2
+plugin: gpufleet.fleet.gpufleet_ec2
 regions: [us-east-1]
 cache: true
 cache_plugin: ansible.builtin.jsonfile
@@ -409,7 +409,7 @@ class RegionSkipped(Exception):
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
-    NAME = "gpufleet_ec2"
+    NAME = "gpufleet.fleet.gpufleet_ec2"
 
     def verify_file(self, path: str) -> bool:
         return super().verify_file(path) and path.endswith(
@@ -507,7 +507,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         fail instead, naming the option."""
         from ansible import constants as C
 
-        definitions = C.config.get_configuration_definitions("inventory", self.NAME)
+        definitions = C.config.get_configuration_definitions("inventory", self._load_name)
         by_name = {}
         for name, definition in definitions.items():
             for alias in [name, *definition.get("aliases", [])]:

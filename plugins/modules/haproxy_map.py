@@ -44,7 +44,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Route each model to the backend of the hosts that serve it
-  haproxy_map:
+  gpufleet.fleet.haproxy_map:
     map: /etc/haproxy/models.map
     entries:
       llama3.1:8b: be_model_llama3_1_8b
@@ -74,7 +74,11 @@ loaded:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.haproxy_runtime import RuntimeApiError, command, map_entries
+from ansible_collections.gpufleet.fleet.plugins.module_utils.haproxy_runtime import (
+    RuntimeApiError,
+    command,
+    map_entries,
+)
 
 
 def unsafe_items(entries: dict[str, str]) -> list[str]:

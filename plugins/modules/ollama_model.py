@@ -73,23 +73,23 @@ attributes:
 
 EXAMPLES = r"""
 - name: Pull the served model
-  ollama_model:
+  gpufleet.fleet.ollama_model:
     name: llama3.1:8b
     host: "{{ ansible_host }}:11434"
 
 - name: Warm it so the first request is fast
-  ollama_model:
+  gpufleet.fleet.ollama_model:
     name: llama3.1:8b
     state: loaded
     keep_alive: "-1"
 
 - name: Point the pool's alias at the model the host serves
-  ollama_model:
+  gpufleet.fleet.ollama_model:
     name: chat
     copy_of: llama3.1:8b
 
 - name: Remove the model this host no longer serves
-  ollama_model:
+  gpufleet.fleet.ollama_model:
     name: qwen2.5:7b
     state: absent
 """
@@ -117,7 +117,7 @@ loaded:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ollama_api import (
+from ansible_collections.gpufleet.fleet.plugins.module_utils.ollama_api import (
     OllamaClient,
     OllamaError,
     full_name,

@@ -52,7 +52,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Read the patch window
-  patch_window:
+  gpufleet.fleet.patch_window:
     days: [sat, sun]
     start: "02:00"
     end: "05:00"

@@ -129,7 +129,7 @@ def groups_of(data: dict) -> dict[str, list[str]]:
 
 def source_config(endpoint: str, **options) -> dict:
     return {
-        "plugin": "gpufleet_ec2",
+        "plugin": "gpufleet.fleet.gpufleet_ec2",
         "regions": [REGION],
         "endpoint_url": endpoint,
         "aws_access_key": CREDENTIALS["aws_access_key_id"],

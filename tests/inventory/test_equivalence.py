@@ -32,7 +32,9 @@ def test_names_and_keyed_groups_match_aws_ec2(moto, tmp_path):
         ANSIBLE_TRANSFORM_INVALID_GROUP_CHARS="always",
     )
     ours = listing(
-        write_source(tmp_path, {"plugin": "gpufleet_ec2", "fleet_groups": False, **common})
+        write_source(
+            tmp_path, {"plugin": "gpufleet.fleet.gpufleet_ec2", "fleet_groups": False, **common}
+        )
     )
     assert sorted(ours["_meta"]["hostvars"]) == sorted(theirs["_meta"]["hostvars"])
     their_groups = groups_of(theirs)

@@ -126,7 +126,12 @@ def test_ansible_doc_shows_documentation_and_examples():
     from ec2_moto import REPO, inventory_env
 
     doc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-doc"), "-t", "inventory", "gpufleet_ec2"],
+        [
+            str(Path(sys.executable).parent / "ansible-doc"),
+            "-t",
+            "inventory",
+            "gpufleet.fleet.gpufleet_ec2",
+        ],
         capture_output=True,
         text=True,
         env=inventory_env(),
@@ -138,7 +143,7 @@ def test_ansible_doc_shows_documentation_and_examples():
         "include_filters",
         "assume_role_external_id",
         "EXAMPLES",
-        "plugin: gpufleet_ec2",
+        "plugin: gpufleet.fleet.gpufleet_ec2",
     ):
         assert expected in doc
 

@@ -29,7 +29,7 @@ DRIVER_PLAYBOOK = f"""
   hosts: {HOST}
   become: true
   roles:
-    - role: nvidia_driver
+    - role: gpufleet.fleet.nvidia_driver
       nvidia_driver_kernel_packages: [linux-image-amd64]
 """
 DKMS_CHECK_PLAYBOOK = f"""
@@ -39,7 +39,7 @@ DKMS_CHECK_PLAYBOOK = f"""
   tasks:
     - name: Check the NVIDIA module against every installed kernel
       ansible.builtin.include_role:
-        name: patch
+        name: gpufleet.fleet.patch
         tasks_from: dkms
 """
 # A kernel installed without its headers: DKMS had nothing to build the module against.

@@ -12,8 +12,8 @@ PLAYBOOK = """
   hosts: {host}
   become: true
   roles:
-    - role: ollama
-    - role: model_store
+    - role: gpufleet.fleet.ollama
+    - role: gpufleet.fleet.model_store
       vars:
         model_store_models: [qwen2.5:7b, no-such-model:1b]
         model_store_hydrate_now: false

@@ -15,7 +15,7 @@ PLAYBOOK = """
   hosts: {host}
   become: true
   roles:
-    - role: nvidia_driver
+    - role: gpufleet.fleet.nvidia_driver
 """
 
 

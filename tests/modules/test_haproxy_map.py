@@ -55,7 +55,7 @@ def routed(haproxy, model):
 
 def call(haproxy, entries, check=False, **extra):
     args = {"map": haproxy["map"], "socket": haproxy["socket"], "entries": entries, **extra}
-    return run_module("haproxy_map", args, check=check)
+    return run_module("gpufleet.fleet.haproxy_map", args, check=check)
 
 
 WANTED = {"llama3.1:8b": "be_llama_new", "qwen2.5:7b": "be_qwen"}

@@ -10,7 +10,7 @@ from standin_server import start_standin
 
 
 def call(standin, **args):
-    return run_module("ollama_model", {"host": standin.url, **args})
+    return run_module("gpufleet.fleet.ollama_model", {"host": standin.url, **args})
 
 
 def test_present_pulls_once_then_changes_nothing(standin):
@@ -23,7 +23,9 @@ def test_present_pulls_once_then_changes_nothing(standin):
 
 
 def test_check_mode_reports_the_change_and_makes_none(standin):
-    planned = run_module("ollama_model", {"host": standin.url, "name": "qwen2.5:7b"}, check=True)
+    planned = run_module(
+        "gpufleet.fleet.ollama_model", {"host": standin.url, "name": "qwen2.5:7b"}, check=True
+    )
     assert planned["changed"] is True
     assert planned["diff"] == {
         "before": {"model": "qwen2.5:7b", "state": "absent"},
@@ -54,7 +56,9 @@ def test_copy_of_makes_an_alias_points_it_again_and_loads_once_for_both_names(st
 
     call(standin, name="qwen2.5:7b")
     planned = run_module(
-        "ollama_model", {"host": standin.url, "name": "chat", "copy_of": "qwen2.5:7b"}, check=True
+        "gpufleet.fleet.ollama_model",
+        {"host": standin.url, "name": "chat", "copy_of": "qwen2.5:7b"},
+        check=True,
     )
     assert planned["changed"] is True and planned["digest"] == llama["digest"]
     moved = call(standin, name="chat", copy_of="qwen2.5:7b")
@@ -93,7 +97,9 @@ def test_a_corrupt_download_fails_and_leaves_nothing(standin):
 
 
 def test_an_unreachable_server_is_named():
-    result = run_module("ollama_model", {"host": "127.0.0.1:9", "name": "llama3.1:8b"})
+    result = run_module(
+        "gpufleet.fleet.ollama_model", {"host": "127.0.0.1:9", "name": "llama3.1:8b"}
+    )
     assert result.get("failed") is True
     assert result["msg"].startswith(
         "ollama_model llama3.1:8b: GET http://127.0.0.1:9/api/tags: no answer from Ollama"
@@ -103,7 +109,7 @@ def test_an_unreachable_server_is_named():
 
 @pytest.mark.parametrize("host", ["127.0.0.1:99999", "http://[::1", "ftp://10.0.0.1", ":11434"])
 def test_a_host_that_is_not_an_address_is_named(host):
-    result = run_module("ollama_model", {"host": host, "name": "llama3.1:8b"})
+    result = run_module("gpufleet.fleet.ollama_model", {"host": host, "name": "llama3.1:8b"})
     assert result.get("failed") is True
     assert result["msg"] == (
         f"ollama_model llama3.1:8b: host {host!r} is neither host:port nor an http(s) URL"
@@ -121,7 +127,7 @@ def test_a_host_that_is_not_an_address_is_named(host):
 )
 def test_an_answer_that_is_not_ollamas_is_named_with_its_endpoint(tags, named):
     with canned_http({"/api/tags": tags}) as url:
-        result = run_module("ollama_model", {"host": url, "name": "llama3.1:8b"})
+        result = run_module("gpufleet.fleet.ollama_model", {"host": url, "name": "llama3.1:8b"})
     assert result.get("failed") is True
     assert result["msg"].startswith(f"ollama_model llama3.1:8b: GET {url}/api/tags: ")
     assert named in result["msg"]
@@ -133,7 +139,9 @@ def test_timeout_applies_to_every_call():
     slow = Reply(b'{"models": []}', delay=60)
     with canned_http({"/api/tags": slow, "/api/ps": slow}) as url:
         started = time.monotonic()
-        result = run_module("ollama_model", {"host": url, "name": "llama3.1:8b", "timeout": 1})
+        result = run_module(
+            "gpufleet.fleet.ollama_model", {"host": url, "name": "llama3.1:8b", "timeout": 1}
+        )
         elapsed = time.monotonic() - started
     assert result.get("failed") is True
     assert result["msg"].startswith(f"ollama_model llama3.1:8b: GET {url}/api/tags: ")

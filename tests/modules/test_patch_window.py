@@ -90,10 +90,13 @@ def test_now_is_the_default_moment():
 
 def test_through_ansible_a_playbook_reads_the_window_and_a_bad_one_fails_the_task():
     closed = run_module(
-        "patch_window", {**WEEKEND_NIGHTS, "timezone": "UTC", "at": "2026-11-24T12:00:00Z"}
+        "gpufleet.fleet.patch_window",
+        {**WEEKEND_NIGHTS, "timezone": "UTC", "at": "2026-11-24T12:00:00Z"},
     )
     assert closed.get("failed") is not True and closed["changed"] is False, closed
     assert (closed["open"], closed["opens_at"]) == (False, "2026-11-28T02:00:00+00:00")
-    bad = run_module("patch_window", {**WEEKEND_NIGHTS, "timezone": "Berlin"}, check=True)
+    bad = run_module(
+        "gpufleet.fleet.patch_window", {**WEEKEND_NIGHTS, "timezone": "Berlin"}, check=True
+    )
     assert bad["failed"] is True
     assert bad["msg"].startswith("patch_window: timezone: 'Berlin' is not a time zone"), bad

@@ -1,4 +1,5 @@
-"""ansible-doc shows every module and filter of the project, documentation and examples."""
+"""ansible-doc shows every module, filter and inventory plugin of the collection by its
+collection name, documentation and examples."""
 
 import json
 import os
@@ -10,8 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = {
-    "module": sorted(path.stem for path in (REPO / "plugins/modules").glob("*.py")),
-    "filter": sorted(path.stem for path in (REPO / "plugins/filter").glob("*.yml")),
+    kind: sorted(f"gpufleet.fleet.{path.stem}" for path in (REPO / "plugins" / folder).glob(glob))
+    for kind, folder, glob in (
+        ("module", "modules", "*.py"),
+        ("filter", "filter", "*.yml"),
+        ("inventory", "inventory", "*.py"),
+    )
 }
 
 

@@ -14,7 +14,7 @@ PLAYBOOK = """
   connection: local
   gather_facts: false
   roles:
-    - role: {role}
+    - role: gpufleet.fleet.{role}
 """
 
 

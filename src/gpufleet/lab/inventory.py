@@ -47,7 +47,7 @@ def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts) -> Path:
     directory = paths.inventory_dir
     paths.lab_vars.parent.mkdir(parents=True, exist_ok=True)
     source = {
-        "plugin": "gpufleet_ec2",
+        "plugin": "gpufleet.fleet.gpufleet_ec2",
         "regions": [topology.region],
         "endpoint_url": endpoint(topology.ec2_port),
         "aws_access_key": CREDENTIALS["aws_access_key_id"],
