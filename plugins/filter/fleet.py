@@ -4,52 +4,35 @@ one check of model names, and the batches Ansible's `serial` makes."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.helpers import pct_to_int
+from ansible_collections.gpufleet.fleet.plugins.module_utils import model_names
 
-POOL_TAG = "gpufleet:pool"
-MODEL_TAG = "gpufleet:model"
-ALIAS_TAG = "gpufleet:alias"
 # The host variable that gives a pool its alias (group_vars/pool_NAME.yml); over the tag.
 ALIAS_VARIABLE = "fleet_pool_alias"
 DEFAULT_POOL = "default"
-# Ollama's names: [registry[:port]/][namespace/]model[:tag], as `ollama pull` takes them.
-MODEL_NAME = re.compile(
-    r"(?:[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]{1,5})?/)?(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?"
-    r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?"
-)
 
 
 def ollama_name_problem(name: Any, tag_required: bool = False) -> str:
     """Why name is not an Ollama model name, or "" when it is one."""
-    if not isinstance(name, str) or not name:
-        return f"{name!r} is not a model name"
-    if not MODEL_NAME.fullmatch(name):
-        return (
-            f"{name!r} is not an Ollama model name ([registry/][namespace/]name[:tag]; letters, "
-            "digits, '.', '_' and '-', each part starting with a letter or digit)"
-        )
-    if tag_required and ":" not in name.rsplit("/", 1)[-1]:
-        return f"{name!r} has no tag (name:tag)"
-    return ""
+    return model_names.name_problem(name, tag_required)
 
 
 def full_model_name(name: str) -> str:
     """Ollama reads a name without a tag as name:latest."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    return model_names.full_name(name)
 
 
 def fleet_host(variables: Mapping[str, Any]) -> dict[str, str]:
-    """One GPU host's place in the fleet: its pool, the model it serves, its pool's alias."""
-    tags = variables.get("ec2_tags") or {}
-    alias = variables.get(ALIAS_VARIABLE) or tags.get(ALIAS_TAG) or ""
+    """One GPU host's place in the fleet, from the inventory's gpufleet_* host variables
+    (its EC2 tags): its pool, the model it serves, its pool's alias."""
+    alias = variables.get(ALIAS_VARIABLE) or variables.get("gpufleet_alias") or ""
     return {
-        "pool": tags.get(POOL_TAG) or DEFAULT_POOL,
-        "model": tags.get(MODEL_TAG) or "",
+        "pool": variables.get("gpufleet_pool") or DEFAULT_POOL,
+        "model": variables.get("gpufleet_model") or "",
         "alias": str(alias),
     }
 
@@ -139,7 +122,7 @@ def fleet_alias_problems(
             given = ", ".join(repr(a) for a in sorted(found))
             problems.append(
                 f"pool {pool}'s hosts disagree on its alias ({given}); set {ALIAS_VARIABLE} "
-                f"for the pool, or the same {ALIAS_TAG} tag on all its hosts"
+                f"for the pool, or the same gpufleet:alias tag on all its hosts"
             )
             continue
         for alias in named:

@@ -21,6 +21,10 @@ description:
     EC2 GPU families, lifecycle, AMI id, name and creation date, availability zone,
     and every tag under C(ec2_tags). Tags are never put in a variable named
     C(tags), a reserved name in Ansible.
+  - Sets the fleet's model of each host, which gpufleet's playbooks and filters read, as
+    C(gpufleet_role), C(gpufleet_pool), C(gpufleet_model) and C(gpufleet_alias), from the
+    C(gpufleet:role), C(gpufleet:pool), C(gpufleet:model) and C(gpufleet:alias) tags (an
+    empty string for a tag the host lacks).
   - By default only running and pending instances are listed, unlike
     M(amazon.aws.aws_ec2) which also lists stopped ones. Give an
     C(instance-state-name) filter to change that.
@@ -870,15 +874,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             "ec2_gpu_model": gpu_model,
             "ec2_gpu_memory_gib": gpu_memory,
             "ec2_tags": tags,
+            "gpufleet_role": tags.get(ROLE_TAG, ""),
+            "gpufleet_pool": tags.get(POOL_TAG, ""),
+            "gpufleet_model": tags.get(MODEL_TAG, ""),
+            "gpufleet_alias": tags.get(ALIAS_TAG, ""),
         }
 
     def _fleet_groups(self, instance: dict[str, Any], hostvars: dict[str, Any]) -> list[str]:
         tags = hostvars["ec2_tags"]
         wanted = [
-            ("role", tags.get(ROLE_TAG)),
-            ("pool", tags.get(POOL_TAG)),
-            ("model", tags.get(MODEL_TAG)),
-            ("alias", tags.get(ALIAS_TAG)),
+            ("role", hostvars["gpufleet_role"]),
+            ("pool", hostvars["gpufleet_pool"]),
+            ("model", hostvars["gpufleet_model"]),
+            ("alias", hostvars["gpufleet_alias"]),
             ("lifecycle", hostvars["ec2_lifecycle"]),
             ("az", hostvars["ec2_availability_zone"]),
             ("family", hostvars["ec2_instance_type"].partition(".")[0]),
@@ -887,7 +895,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         groups = [
             self._sanitize_group_name(f"{prefix}_{value}") for prefix, value in wanted if value
         ]
-        newest = instance["_newest_by_role"].get(tags.get(ROLE_TAG, ""), "")
+        newest = instance["_newest_by_role"].get(hostvars["gpufleet_role"], "")
         created = hostvars["ec2_ami_creation_date"]
         if newest and (not created or created < newest):
             groups.append("ami_outdated")

@@ -67,8 +67,17 @@ def test_fleet_groups_and_host_variables(moto, tmp_path):
     assert gpu_b["ec2_tags"]["gpufleet:model"] == "qwen2.5:7b"
     assert gpu_b["ec2_tags"]["gpufleet:role"] == "gpu"
     assert "tags" not in gpu_b
+    # The fleet's model of the host, which the playbooks and filters read.
+    fleet_model = {key: gpu_b[key] for key in gpu_b if key.startswith("gpufleet_")}
+    assert fleet_model == {
+        "gpufleet_role": "gpu",
+        "gpufleet_pool": gpu_b["ec2_tags"].get("gpufleet:pool", ""),
+        "gpufleet_model": "qwen2.5:7b",
+        "gpufleet_alias": "chat",
+    }
     lb = hostvars(data, "lb-a")
     assert (lb["ec2_gpu_count"], lb["ec2_gpu_model"]) == (0, "")
+    assert (lb["gpufleet_role"], lb["gpufleet_model"]) == ("lb", "")
 
 
 def test_only_running_and_pending_by_default(moto, tmp_path):

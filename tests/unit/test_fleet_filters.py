@@ -46,10 +46,10 @@ def test_model_names_are_checked_by_one_function(name, tag_required, problem):
     assert (problem in found) if problem else found == "", found
 
 
-def test_a_host_reads_its_alias_from_the_pool_variable_before_the_tag():
-    tags = {"gpufleet:pool": "chat", "gpufleet:model": LLAMA, "gpufleet:alias": "tagged"}
-    assert fleet.fleet_host({"ec2_tags": tags})["alias"] == "tagged"
-    assert fleet.fleet_host({"ec2_tags": tags, "fleet_pool_alias": "chat"})["alias"] == "chat"
+def test_a_host_reads_its_alias_from_the_pool_variable_before_the_inventory_s():
+    tags = {"gpufleet_pool": "chat", "gpufleet_model": LLAMA, "gpufleet_alias": "tagged"}
+    assert fleet.fleet_host(tags)["alias"] == "tagged"
+    assert fleet.fleet_host({**tags, "fleet_pool_alias": "chat"})["alias"] == "chat"
     assert fleet.fleet_host({}) == {"pool": "default", "model": "", "alias": ""}
 
 
@@ -175,3 +175,23 @@ def test_a_serial_ansible_cannot_read_is_refused_naming_it(form):
         fleet.serial_batches(form, HOSTS)
     assert "is not a number of hosts or a percentage" in fleet.serial_problem(form)
     assert fleet.serial_problem([1, "25%"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "listed"),
+    [
+        ("chat", "chat:latest"),
+        (LLAMA, LLAMA),
+        ("team/model", "team/model:latest"),
+        ("registry.example.com:5000/model", "registry.example.com:5000/model:latest"),
+        ("registry.example.com:5000/team/model:v1", "registry.example.com:5000/team/model:v1"),
+    ],
+)
+def test_a_name_without_a_tag_is_completed_by_one_function_everywhere(name, listed):
+    """The filter, the ollama_model module and the fleet agent complete a name alike: a
+    registry's port is not a tag."""
+    from ansible_collections.gpufleet.fleet.plugins.module_utils import model_names
+
+    agent = repo_scripts.load("plugins/module_utils/model_names.py", "gpufleet_model_names")
+    assert fleet.full_model_name(name) == model_names.full_name(name) == listed
+    assert agent.full_name(name) == listed
