@@ -11,11 +11,13 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load(relative: str) -> ModuleType:
+def load(relative: str, name: str = "") -> ModuleType:
+    """The file as a module named name (default: its file name), as a host imports it."""
     path = REPO / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+    name = name or path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     # Registered first, so dataclasses can resolve the module's own names.
-    sys.modules[path.stem] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
-DEFAULT_TAG = "latest"
 # Go's time.ParseDuration, which Ollama applies to a keep_alive string: every number
 # carries a unit ("-1" has none and is refused); "0" alone is the one exception.
 GO_DURATION = re.compile(r"[+-]?(0|((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
@@ -28,12 +27,6 @@ SECONDS = re.compile(r"[+-]?\d+")
 
 class OllamaError(Exception):
     """A failure with a message that names what failed."""
-
-
-def full_name(name: str) -> str:
-    """`llama3.1` -> `llama3.1:latest`, as Ollama lists it."""
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:{DEFAULT_TAG}"
 
 
 def keep_alive_value(text: str) -> int | str:

@@ -117,10 +117,13 @@ loaded:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.gpufleet.fleet.plugins.module_utils.model_names import (
+    full_name,
+    name_problem,
+)
 from ansible_collections.gpufleet.fleet.plugins.module_utils.ollama_api import (
     OllamaClient,
     OllamaError,
-    full_name,
     keep_alive_value,
 )
 
@@ -186,6 +189,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    for option in ("name", "copy_of"):
+        problem = params[option] is not None and name_problem(params[option])
+        if problem:
+            module.fail_json(msg=f"ollama_model: {option}: {problem}")
     name = full_name(params["name"])
     host = params["host"] or os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
     done: list[str] = []

@@ -10,6 +10,8 @@ import repo_scripts
 
 from gpufleet.lab.standins import imds as imds_standin
 
+# Installed beside the agent by the role, under this name.
+repo_scripts.load("plugins/module_utils/model_names.py", "gpufleet_model_names")
 agent = repo_scripts.load("roles/fleet_agent/files/gpufleet_fleet_agent.py")
 
 LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"

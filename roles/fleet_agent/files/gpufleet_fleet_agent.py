@@ -47,6 +47,9 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+# The collection's model names (plugins/module_utils/model_names.py), installed beside this file.
+from gpufleet_model_names import full_name
+
 IMDS_TOKEN_TTL = 21600
 SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
@@ -77,11 +80,6 @@ class Observation:
     # the model once for both names.
     models_on_disk: dict[str, str] = field(default_factory=dict)
     digests_loaded: set[str] = field(default_factory=set)
-
-
-def full_name(model: str) -> str:
-    """Ollama reads a name without a tag as name:latest."""
-    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
 
 
 def decide(seen: Observation, expected: list[str], cold_weight: int) -> Verdict:
