@@ -3,8 +3,6 @@ two readings, and the table."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from typing import Any
 
@@ -21,8 +19,6 @@ COLUMNS = (
     ("warm_s", 8),
     ("total_s", 8),
 )
-# `show table st_models` rows: 0x55d0c0a8: key=chat use=0 exp=86391 gpc0=12 gpc1=0 http_req_cnt=12
-TABLE_ROW = re.compile(r"^0x[0-9a-f]+: key=(?P<key>\S+) (?P<fields>.*)$")
 # The haproxy role's backends: be_model_<model> (a / spelled ::) and be_alias_<alias>.
 BACKEND_NAME = re.compile(r"^be_(?:model|alias)_(?P<name>.+)$")
 NON_2XX = ("hrsp_1xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
@@ -32,12 +28,11 @@ def _number(text: Any) -> int:
     return int(text) if str(text).strip().lstrip("-").isdigit() else 0
 
 
-def model_swap_counters(stat: str, table: str) -> dict[str, Any]:
-    """One LB's counters since its HAProxy started, from `show stat` and `show table
-    st_models`: the frontend's answers (served: 2xx less the streams a server cut after its
-    200; failed: every other answer, the LB's own included) and, per name clients asked for,
-    its requests, 2xx, other answers and cut streams (the name's backend's srv_abrt)."""
-    rows = list(csv.DictReader(io.StringIO(stat.lstrip("# "))))
+def model_swap_counters(rows: list[dict[str, str]], table: dict[str, dict]) -> dict[str, Any]:
+    """One LB's counters since its HAProxy started, from haproxy_stat's `show stat` rows and
+    its `st_models` table: the frontend's answers (served: 2xx less the streams a server cut
+    after its 200; failed: every other answer, the LB's own included) and, per name clients
+    asked for, its requests, 2xx, other answers and cut streams (its backend's srv_abrt)."""
     cut = {}
     for row in rows:
         named = BACKEND_NAME.match(row.get("pxname", ""))
@@ -48,13 +43,9 @@ def model_swap_counters(stat: str, table: str) -> dict[str, Any]:
     )
     truncated = sum(cut.values())
     names = {}
-    for line in table.splitlines():
-        found = TABLE_ROW.match(line.strip())
-        if found is None:
-            continue
-        fields = dict(f.split("=", 1) for f in found["fields"].split() if "=" in f)
-        name_cut = cut.get(found["key"], 0)
-        names[found["key"]] = {
+    for name, fields in table.items():
+        name_cut = cut.get(name, 0)
+        names[name] = {
             "requests": _number(fields.get("http_req_cnt")),
             "served": _number(fields.get("gpc0")) - name_cut,
             "failed": _number(fields.get("gpc1")),

@@ -2,15 +2,31 @@
 
 One command per connection, as in `echo "show map" | socat stdio UNIX:/run/haproxy/admin.sock`:
 HAProxy answers and closes. community.general.haproxy covers server states and weights;
-maps are not among its commands, so gpufleet's map module speaks to the socket through this.
+maps, statistics and stick tables are not among its commands, so gpufleet's haproxy_map and
+haproxy_stat modules speak to the socket through this.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 import socket
 
+# show stat's object types, as its type mask adds them.
+STAT_TYPES = {"frontend": 1, "backend": 2, "server": 4}
+# `show table` rows: 0x55d0c0a8: key=chat use=0 exp=86391 gpc0=12 gpc1=0 http_req_cnt=12
+TABLE_ROW = re.compile(r"^0x[0-9a-f]+: key=(?P<key>\S+) (?P<fields>.*)$")
 # Answers that mean the command failed; HAProxy still answers with a 200-less text line.
-FAILURE_PREFIXES = ("Unknown", "Missing", "Permission denied", "Can't", "'", "This command")
+FAILURE_PREFIXES = (
+    "Unknown",
+    "Missing",
+    "No such",
+    "Permission denied",
+    "Can't",
+    "'",
+    "This command",
+)
 
 
 class RuntimeApiError(Exception):
@@ -43,4 +59,23 @@ def map_entries(socket_path: str, map_path: str) -> dict[str, str]:
         parts = row.split(" ", 2)
         if len(parts) == 3:
             entries[parts[1]] = parts[2]
+    return entries
+
+
+def stat_rows(socket_path: str, types: list[str]) -> list[dict[str, str]]:
+    """`show stat` for the given object types (all of them when empty), a dict per row keyed
+    by its CSV header (pxname, svname, status, scur, qcur, ...)."""
+    mask = sum(STAT_TYPES[t] for t in types) if types else -1
+    answer = command(socket_path, f"show stat -1 {mask} -1")
+    return list(csv.DictReader(io.StringIO(answer.lstrip("# "))))
+
+
+def table_entries(socket_path: str, table: str) -> dict[str, dict[str, str]]:
+    """`show table NAME`: each key's stored data (use, exp, gpc0, http_req_cnt, ...)."""
+    entries = {}
+    for line in command(socket_path, f"show table {table}").splitlines():
+        found = TABLE_ROW.match(line.strip())
+        if found:
+            fields = found["fields"].split()
+            entries[found["key"]] = dict(f.split("=", 1) for f in fields if "=" in f)
     return entries

@@ -1,13 +1,10 @@
 """haproxy_map against a real HAProxy on loopback: live map changes, idempotence, failures."""
 
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pytest
 from ansible_run import run_module
+from running_haproxy import free_port, running_haproxy
 
 CONFIG = """
 global
@@ -26,24 +23,13 @@ frontend routes
 
 @pytest.fixture
 def haproxy(tmp_path):
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is missing: run `make deps`")
     admin, routes = tmp_path / "admin.sock", tmp_path / "models.map"
     routes.write_text("llama3.1:8b be_llama\nold:1b be_old\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(CONFIG.format(socket=admin, map=routes, port=port))
-    process = subprocess.Popen(["haproxy", "-f", str(config)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while not admin.exists():
-        if time.monotonic() > deadline or process.poll() is not None:
-            pytest.fail(f"haproxy did not start: {process.stderr.read()}")
-        time.sleep(0.05)
-    yield {"socket": str(admin), "map": str(routes), "port": port}
-    process.terminate()
-    process.wait(timeout=10)
+    with running_haproxy(config, admin):
+        yield {"socket": str(admin), "map": str(routes), "port": port}
 
 
 def routed(haproxy, model):

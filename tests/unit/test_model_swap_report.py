@@ -1,8 +1,12 @@
 """The model swap report's filters: requests between two counter readings, and the table."""
 
+import csv
+import io
+
 import repo_scripts
 
 report_filters = repo_scripts.load("plugins/filter/model_swap_report.py")
+runtime = repo_scripts.load("plugins/module_utils/haproxy_runtime.py")
 
 
 def test_requests_are_the_difference_per_lb_and_in_total():
@@ -20,18 +24,26 @@ def test_requests_are_the_difference_per_lb_and_in_total():
     assert requests["total"] == {"served": 100, "failed": 0, "truncated": 0}
 
 
-STAT = """# pxname,svname,qcur,scur,srv_abrt,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other
+STAT_CSV = """\
+# pxname,svname,qcur,scur,srv_abrt,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other
 ollama,FRONTEND,,,,0,100,0,7,2,0
 be_model_team::llama3.1:8b,gpu-1,0,0,1,0,50,0,0,0,0
 be_model_team::llama3.1:8b,BACKEND,0,0,1,0,50,0,0,0,0
 be_alias_chat,BACKEND,0,0,2,0,50,0,0,0,0
 be_default,BACKEND,0,0,0,0,0,0,0,0,0
 """
-TABLE = """# table: st_models, type: string, size:10000, used:3
+TABLE_TEXT = """# table: st_models, type: string, size:10000, used:3
 0x55addf10c8c0: key=chat use=0 exp=86390893 gpc0=50 http_req_cnt=51 gpc1=0
 0x55addf10c8c1: key=team/llama3.1:8b use=0 exp=86390893 gpc0=50 http_req_cnt=50 gpc1=0
 0x55addf10c8c2: key=nosuch:1b use=0 exp=86390893 gpc0=0 http_req_cnt=7 gpc1=7
 """
+# As haproxy_stat returns them: show stat's rows, and the table's entries.
+STAT = list(csv.DictReader(io.StringIO(STAT_CSV.lstrip("# "))))
+TABLE = {
+    found["key"]: dict(field.split("=", 1) for field in found["fields"].split())
+    for found in map(runtime.TABLE_ROW.match, TABLE_TEXT.splitlines())
+    if found
+}
 
 
 def test_an_lbs_counters_count_every_non_2xx_and_each_names_answers():
@@ -47,7 +59,7 @@ def test_an_lbs_counters_count_every_non_2xx_and_each_names_answers():
 
 def test_names_are_counted_between_readings_and_summed_over_lbs():
     before = {"lb-1": report_filters.model_swap_counters(STAT, TABLE)}
-    later = TABLE.replace("gpc1=7", "gpc1=19").replace("http_req_cnt=7", "http_req_cnt=19")
+    later = {**TABLE, "nosuch:1b": {**TABLE["nosuch:1b"], "gpc1": "19", "http_req_cnt": "19"}}
     after = {
         "lb-1": report_filters.model_swap_counters(STAT, later),
         "lb-2": report_filters.model_swap_counters(STAT, TABLE),
