@@ -1,7 +1,10 @@
 """gpufleet as ops install it: the collection gpufleet.fleet built, installed into an empty
 collections path, and a playbook run by its collection name against the lab from another
 directory, with a user's own ansible.cfg (the settings the README gives) and nothing of the
-repository's."""
+repository's.
+
+The file runs after test_lab.py, whose hosts must still reach each other over SSH: the
+converged fleet's firewall lets only ops in."""
 
 from __future__ import annotations
 

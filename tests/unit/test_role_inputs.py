@@ -95,6 +95,12 @@ SHA = "a" * 64
         ("mtail", '{"mtail_programs": ["nginx"]}', "mtail_programs"),
         ("mtail", "mtail_port=metrics", "mtail_port"),
         ("patch", "patch_hold_kernel=perhaps", "patch_hold_kernel"),
+        ("service_user", '{"service_user_groups": "video"}', "service_user_name"),
+        (
+            "release_archive",
+            "release_archive_url=https://example.invalid/x.tgz",
+            "release_archive_sha256",
+        ),
         ("patch", "patch_drain_timeout=forever", "patch_drain_timeout"),
         ("patch", '{"patch_reboot_services": {"dbus": 1}}', "patch_reboot_services"),
         ("fleet_drain", "fleet_drain_timeout=soon", "fleet_drain_timeout"),
