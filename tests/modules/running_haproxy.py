@@ -12,6 +12,17 @@ from pathlib import Path
 
 import pytest
 
+# The runtime API at admin level on {socket}, and HTTP defaults; tests add their proxies.
+ADMIN_AND_HTTP = """
+global
+    stats socket {socket} mode 600 level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+"""
+
 
 def free_port() -> int:
     with socket.socket() as probe:

@@ -4,21 +4,17 @@ import urllib.request
 
 import pytest
 from ansible_run import run_module
-from running_haproxy import free_port, running_haproxy
+from running_haproxy import ADMIN_AND_HTTP, free_port, running_haproxy
 
-CONFIG = """
-global
-    stats socket {socket} mode 600 level admin
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
+CONFIG = (
+    ADMIN_AND_HTTP
+    + """
 frontend routes
     bind 127.0.0.1:{port}
     http-request return status 200 content-type text/plain \
         lf-string "%[url_param(model),map({map},none)]"
 """
+)
 
 
 @pytest.fixture

@@ -5,16 +5,11 @@ import urllib.request
 
 import pytest
 from ansible_run import run_module
-from running_haproxy import free_port, running_haproxy
+from running_haproxy import ADMIN_AND_HTTP, free_port, running_haproxy
 
-CONFIG = """
-global
-    stats socket {socket} mode 600 level admin
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
+CONFIG = (
+    ADMIN_AND_HTTP
+    + """
 frontend front
     bind 127.0.0.1:{port}
     http-request track-sc0 url_param(model) table st_names
@@ -25,6 +20,7 @@ backend be_one
     server gpu-1 127.0.0.1:9 disabled
     server gpu-2 127.0.0.1:9 disabled
 """
+)
 
 
 @pytest.fixture
