@@ -50,9 +50,10 @@ $(STAMPS)/venv: pyproject.toml constraints.txt $(STAMPS)/apt
 DEMO_MODELS := llama3.1:8b=400MB,qwen2.5:7b=400MB,nomic-embed-text=50MB,mistral:7b=400MB
 
 # A playbook's progress from ansible-playbook's output: its plays, each host at the role's
-# tasks named in the second argument, the report. $(call PROGRESS,ROLE,TASK|TASK)
+# tasks named in the second argument, the report. $(call PROGRESS,ROLE,TASK|TASK), ROLE
+# without the collection's name.
 PROGRESS = awk '/^PLAY \[|^lab load/ { print; fflush() } \
-	/^TASK \[$(1) : ($(2))/ { host = 1 } host && /\[(gpu|lb)-/ { print "    " $$0; fflush(); host = 0 } \
+	/^TASK \[gpufleet\.fleet\.$(1) : ($(2))/ { host = 1 } host && /\[(gpu|lb)-/ { print "    " $$0; fflush(); host = 0 } \
 	/Show the report/ { report = 1 } report { print; fflush() } report && /^$$/ { report = 0 }'
 
 # The streaming loads' verdicts, the bake's and the reports, gathered for the summary at the end.
