@@ -62,20 +62,28 @@ def map_entries(socket_path: str, map_path: str) -> dict[str, str]:
     return entries
 
 
-def stat_rows(socket_path: str, types: list[str]) -> list[dict[str, str]]:
-    """`show stat` for the given object types (all of them when empty), a dict per row keyed
-    by its CSV header (pxname, svname, status, scur, qcur, ...)."""
-    mask = sum(STAT_TYPES[t] for t in types) if types else -1
-    answer = command(socket_path, f"show stat -1 {mask} -1")
+def parse_stat(answer: str) -> list[dict[str, str]]:
+    """`show stat`'s CSV, a dict per row keyed by its header (pxname, svname, status, ...)."""
     return list(csv.DictReader(io.StringIO(answer.lstrip("# "))))
 
 
-def table_entries(socket_path: str, table: str) -> dict[str, dict[str, str]]:
-    """`show table NAME`: each key's stored data (use, exp, gpc0, http_req_cnt, ...)."""
+def parse_table(answer: str) -> dict[str, dict[str, str]]:
+    """`show table NAME`'s rows: each key's stored data (use, exp, gpc0, http_req_cnt, ...)."""
     entries = {}
-    for line in command(socket_path, f"show table {table}").splitlines():
+    for line in answer.splitlines():
         found = TABLE_ROW.match(line.strip())
         if found:
             fields = found["fields"].split()
             entries[found["key"]] = dict(f.split("=", 1) for f in fields if "=" in f)
     return entries
+
+
+def stat_rows(socket_path: str, types: list[str]) -> list[dict[str, str]]:
+    """`show stat` for the given object types (all of them when empty)."""
+    mask = sum(STAT_TYPES[t] for t in types) if types else -1
+    return parse_stat(command(socket_path, f"show stat -1 {mask} -1"))
+
+
+def table_entries(socket_path: str, table: str) -> dict[str, dict[str, str]]:
+    """`show table NAME`, parsed."""
+    return parse_table(command(socket_path, f"show table {table}"))

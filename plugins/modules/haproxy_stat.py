@@ -21,10 +21,11 @@ options:
     choices: [frontend, backend, server]
     default: []
   proxies:
-    description: Only the rows of these frontends and backends (C(pxname)); all when empty.
+    description:
+      - Only the rows of these frontends and backends (C(pxname)). Without it, every one's; an
+        empty list reads none, so a list computed at run time never widens to all of them.
     type: list
     elements: str
-    default: []
   tables:
     description: Stick tables to read as well.
     type: list
@@ -89,7 +90,7 @@ def main() -> None:
                 "choices": ["frontend", "backend", "server"],
                 "default": [],
             },
-            "proxies": {"type": "list", "elements": "str", "default": []},
+            "proxies": {"type": "list", "elements": "str"},
             "tables": {"type": "list", "elements": "str", "default": []},
             "socket": {"type": "path", "default": "/run/haproxy/admin.sock"},
         },
@@ -101,7 +102,7 @@ def main() -> None:
         tables = {name: table_entries(params["socket"], name) for name in params["tables"]}
     except RuntimeApiError as exc:
         module.fail_json(msg=f"haproxy_stat: {exc}")
-    if params["proxies"]:
+    if params["proxies"] is not None:
         rows = [row for row in rows if row.get("pxname") in params["proxies"]]
     module.exit_json(changed=False, rows=rows, tables=tables)
 

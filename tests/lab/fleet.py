@@ -5,9 +5,7 @@ LB's runtime API. Tests that change the fleet put it back, or run last (the mode
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 import secrets
 import socket
@@ -17,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.gpufleet.fleet.plugins.module_utils.haproxy_runtime import parse_stat
 from labctl import ansible_playbook, on_host
 
 from gpufleet.lab import front_door
@@ -79,8 +78,8 @@ def runtime(command: str) -> str:
 
 def servers() -> dict[tuple[str, str], dict[str, str]]:
     """show stat's rows of servers, by (backend, server)."""
-    text = runtime("show stat -1 4 -1").lstrip("# ")
-    return {(row["pxname"], row["svname"]): row for row in csv.DictReader(io.StringIO(text))}
+    rows = parse_stat(runtime("show stat -1 4 -1"))
+    return {(row["pxname"], row["svname"]): row for row in rows}
 
 
 def totals(server: str) -> int:

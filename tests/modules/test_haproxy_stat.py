@@ -51,6 +51,9 @@ def test_rows_of_the_asked_types_and_proxies(haproxy):
         "gpufleet.fleet.haproxy_stat", {"socket": haproxy["socket"], "proxies": ["front"]}
     )
     assert [r["svname"] for r in front["rows"]] == ["FRONTEND"]
+    # An empty list, as a play may compute one, reads none, not all.
+    none = run_module("gpufleet.fleet.haproxy_stat", {"socket": haproxy["socket"], "proxies": []})
+    assert none["rows"] == []
 
 
 def test_a_stick_tables_entries_and_check_mode_alike(haproxy):

@@ -1,8 +1,5 @@
 """The model swap report's filters: requests between two counter readings, and the table."""
 
-import csv
-import io
-
 import repo_scripts
 
 report_filters = repo_scripts.load("plugins/filter/model_swap_report.py")
@@ -38,12 +35,8 @@ TABLE_TEXT = """# table: st_models, type: string, size:10000, used:3
 0x55addf10c8c2: key=nosuch:1b use=0 exp=86390893 gpc0=0 http_req_cnt=7 gpc1=7
 """
 # As haproxy_stat returns them: show stat's rows, and the table's entries.
-STAT = list(csv.DictReader(io.StringIO(STAT_CSV.lstrip("# "))))
-TABLE = {
-    found["key"]: dict(field.split("=", 1) for field in found["fields"].split())
-    for found in map(runtime.TABLE_ROW.match, TABLE_TEXT.splitlines())
-    if found
-}
+STAT = runtime.parse_stat(STAT_CSV)
+TABLE = runtime.parse_table(TABLE_TEXT)
 
 
 def test_an_lbs_counters_count_every_non_2xx_and_each_names_answers():
