@@ -44,6 +44,10 @@ description:
     credential, and fails the inventory; with gpufleet's C(ansible.cfg) that fails the run.
   - An inventory cache that cannot be read, holds something else, or cannot be written is
     warned about and EC2 is queried instead; the cache never fails a run.
+  - Credentials, endpoints, assumed roles, regions and the cache are amazon.aws's
+    (its C(plugin_utils) inventory base, as M(amazon.aws.aws_ec2) uses), and compose,
+    groups and keyed_groups are Ansible's constructed options, so their options and
+    meaning are those plugins'.
 author: gpufleet
 version_added: "0.1.0"
 requirements:
@@ -52,6 +56,9 @@ requirements:
 extends_documentation_fragment:
   - constructed
   - inventory_cache
+  - amazon.aws.boto3
+  - amazon.aws.common.plugins
+  - amazon.aws.assume_role.plugins
 options:
   plugin:
     description: Marks this file as a gpufleet_ec2 inventory source.
@@ -115,41 +122,10 @@ options:
         fail the inventory, naming the region.
     type: bool
     default: true
-  profile:
-    description: AWS profile from the shared credentials and config files.
-    type: str
-    aliases: [aws_profile, boto_profile]
-    env:
-      - name: AWS_PROFILE
-  aws_access_key:
-    description: AWS access key id. Without it boto3's usual chain is used.
-    type: str
-    aliases: [aws_access_key_id, access_key, ec2_access_key]
-    env:
-      - name: AWS_ACCESS_KEY_ID
-  aws_secret_key:
-    description: AWS secret access key.
-    type: str
-    aliases: [aws_secret_access_key, secret_key, ec2_secret_key]
-    env:
-      - name: AWS_SECRET_ACCESS_KEY
-  session_token:
-    description: AWS session token for temporary credentials.
-    type: str
-    aliases: [aws_session_token, security_token]
-    env:
-      - name: AWS_SESSION_TOKEN
-  endpoint_url:
-    description: EC2 endpoint to use instead of AWS's, for example a local EC2 API.
-    type: str
-    aliases: [aws_endpoint_url]
-    env:
-      - name: AWS_URL
-  assume_role_arn:
-    description: Role to assume (through STS) before listing instances.
-    type: str
   assume_role_external_id:
-    description: External id to pass when assuming O(assume_role_arn).
+    description:
+      - External id to pass when assuming O(assume_role_arn), as the role's trust policy
+        may require.
     type: str
   max_attempts:
     description:
@@ -194,33 +170,30 @@ cache_connection: .cache/inventory
 cache_timeout: 3600
 """
 
+import datetime
 import functools
 import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NoReturn
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.module_utils.common.dict_transformations import (
     _camel_to_snake,
     camel_dict_to_snake_dict,
 )
-from ansible.plugins.inventory import (
-    BaseInventoryPlugin,
-    Cacheable,
-    Constructable,
-    get_cache_plugin,
-)
+from ansible.plugins.inventory import get_cache_plugin
+from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
 
 try:
     import boto3
     import botocore.config
     import botocore.exceptions
     from botocore.parsers import ResponseParserError
-except ImportError:  # reported when the plugin is used, so ansible-doc still works
-    boto3 = None
+except ImportError:
+    pass  # amazon.aws's SDK check names what is missing when the plugin is used
 
 ROLE_TAG = "gpufleet:role"
 POOL_TAG = "gpufleet:pool"
@@ -281,6 +254,11 @@ SIMPLE_PATH = re.compile(
     r"^\s*([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*|\s*\[\s*(?:'[^']*'|\"[^\"]*\"|\d+)\s*\])*)\s*$"
 )
 PATH_PART = re.compile(r"\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^']*)'|\"([^\"]*)\"|(\d+))\s*\]")
+JINJA_LITERALS = {"true", "false", "none", "True", "False", "None"}
+NO_CREDENTIALS = (
+    "no AWS credentials: set profile, or access_key and secret_key, "
+    "or the AWS_* environment variables"
+)
 
 
 def gpu_profile(instance_type: str) -> tuple[int, str, int]:
@@ -390,6 +368,17 @@ def _is_processed_inventory(data: Any) -> bool:
     )
 
 
+def _plain_path(expression: str) -> list[str | int] | None:
+    """The parts of a plain variable path (a.b, a['b'], a[0]); None for any other expression."""
+    match = SIMPLE_PATH.match(expression)
+    if match is None or match.group(1) in JINJA_LITERALS:
+        return None
+    parts: list[str | int] = [match.group(1)]
+    for attribute, single, double, index in PATH_PART.findall(match.group(2)):
+        parts.append(int(index) if index else attribute or single or double)
+    return parts
+
+
 def shortened_hostname(name: str) -> str:
     """A name of at most MAX_HOSTNAME_BYTES bytes: the start of the name, then a digest of the
     whole of it, so two long names that share a start stay two hosts."""
@@ -412,103 +401,80 @@ class RegionSkipped(Exception):
     pass
 
 
-class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+class InventoryModule(AWSInventoryBase):
+    """amazon.aws's inventory base (sessions, assumed role, regions, cache, errors) and
+    Ansible's constructed options, with the fleet's parts: the GPU table, the fleet groups,
+    AMI drift and the fleet's host variables."""
+
     NAME = "gpufleet.fleet.gpufleet_ec2"
+    INVENTORY_FILE_SUFFIXES = ("gpufleet_ec2.yml", "gpufleet_ec2.yaml")
 
-    def verify_file(self, path: str) -> bool:
-        return super().verify_file(path) and path.endswith(
-            ("gpufleet_ec2.yml", "gpufleet_ec2.yaml")
-        )
+    class TemplatedOptions(AWSInventoryBase.TemplatedOptions):
+        """amazon.aws's templated options, without the disable_lookups argument that
+        ansible-core 2.19 deprecates and warns about on every run (amazon.aws issue 2786,
+        fixed after the 10.1.2 that Ansible 12 ships)."""
 
-    # -- reading the source -------------------------------------------------------------------
+        def get(self, *args: Any) -> Any:
+            value = self.original_options.get(*args)
+            if not value or not self.templar or args[0] not in self.TEMPLATABLE_OPTIONS:
+                return value
+            if isinstance(value, dict):
+                return {k: self.templar.template(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [self.templar.template(v) for v in value]
+            return self.templar.template(value)
 
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache=cache)
-        config = self._read_config_data(path)
-        self._refuse_unknown_options(config, path)
-        self._check_hostnames(self.get_option("hostnames"))
-        if boto3 is None:
-            raise FleetError("boto3 and botocore are required: pip install boto3")
-        cache_key = self.get_cache_key(path)
-        processed = self._cached(cache_key) if self.get_option("cache") and cache else None
-        if processed is None:
+        hit, processed = self.get_cached_result(path, cache)
+        if not hit:
             processed = self._build(self._query())
             if self.get_option("cache"):
                 # One string, not a tree: the cache plugin then decodes it in one step.
-                self._cache[cache_key] = json.dumps(processed)
+                # cache=False marks it fresh, so it replaces an entry that could not be read.
+                self.update_cached_result(path, False, json.dumps(processed))
         self._populate(processed)
+
+    def _do_fail(self, message: str) -> NoReturn:
+        raise FleetError(message)
+
+    # -- the source file ----------------------------------------------------------------------
+
+    def set_options(
+        self, task_keys: Any = None, var_options: Any = None, direct: Any = None
+    ) -> None:
+        """Every option is checked before any is used, and before AWS is called: Ansible
+        ignores unknown keys and coerces types loosely, and an operator's typo should fail,
+        naming the option."""
+        self._refuse_unknown_options(direct or {})
+        super().set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        self._check_hostnames(self.get_option("hostnames"))
+        for region in self.get_option("regions"):
+            if not isinstance(region, str) or not REGION_NAME.match(region):
+                raise FleetError(f"regions: {region!r} is not an AWS region name")
+        profile = self.get_option("profile")
+        if profile and profile not in boto3.session.Session().available_profiles:
+            raise FleetError(f"profile {profile!r} is not in the AWS config files")
 
     def _read_config_data(self, path: str) -> dict[str, Any]:
         """As Ansible's, except that a cache plugin that cannot start (a cache directory that
         cannot be made or written) is warned about and left out: EC2 may well be reachable."""
         try:
-            config = self.loader.load_from_file(path, cache="none", trusted_as_template=True)
-        except Exception as exc:
-            raise AnsibleParserError(str(exc)) from None
-        if not isinstance(config, Mapping) or config.get("plugin") != self.NAME:
-            raise AnsibleParserError(f"{path} is not a {self.NAME} inventory source")
-        self.set_options(direct=config, var_options=self._vars)
-        if self.get_option("cache"):
-            options = {
-                key: self.get_option(option)
-                for key, option in (
-                    ("_uri", "cache_connection"),
-                    ("_timeout", "cache_timeout"),
-                    ("_prefix", "cache_prefix"),
-                )
-                if self.get_option(option) is not None
-            }
-            try:
-                self._cache = get_cache_plugin(self.get_option("cache_plugin"), **options)
-            except AnsibleError as exc:
-                self.display.warning(
-                    f"gpufleet_ec2: the inventory cache is left out, as it cannot be used "
-                    f"({_first_line(exc)}); EC2 is queried on every run until that is fixed"
-                )
-                self._cache = get_cache_plugin("ansible.builtin.memory")
-        return config
-
-    def _cached(self, cache_key: str) -> dict[str, Any] | None:
-        """The processed inventory from the cache; None (and a warning) when it is missing,
-        unreadable or not what this plugin writes, so EC2 is queried instead."""
-        try:
-            text = self._cache[cache_key]
-        except KeyError:
-            return None
-        except Exception as exc:  # the cache plugin's own errors are of any kind
+            return super()._read_config_data(path)
+        except AnsibleParserError:
+            raise
+        except AnsibleError as exc:
+            # Only the cache plugin fails once the options are set.
+            if not self._options.get("cache"):
+                raise
             self.display.warning(
-                f"gpufleet_ec2: the inventory cache cannot be read ({_first_line(exc)}); "
-                "querying EC2 instead"
+                f"gpufleet_ec2: the inventory cache is left out, as it cannot be used "
+                f"({_first_line(exc)}); EC2 is queried on every run until that is fixed"
             )
-            return None
-        try:
-            processed = json.loads(text)
-        except (TypeError, ValueError):
-            processed = None
-        if not _is_processed_inventory(processed):
-            self.display.warning(
-                f"gpufleet_ec2: the inventory cache entry {cache_key} is not an inventory this "
-                "plugin wrote; querying EC2 and replacing it"
-            )
-            return None
-        return processed
+            self._cache = get_cache_plugin("ansible.builtin.memory")
+            return {}
 
-    def update_cache_if_changed(self) -> None:
-        """Ansible writes the cache after parsing; a cache that cannot be written is a warning,
-        not a failed inventory: the hosts were read from EC2 all the same."""
-        if not hasattr(self, "_cache"):
-            return  # this source has no cache
-        try:
-            super().update_cache_if_changed()
-        except Exception as exc:
-            self.display.warning(
-                f"gpufleet_ec2: the inventory cache could not be written ({_first_line(exc)}); "
-                "the next run queries EC2 again"
-            )
-
-    def _refuse_unknown_options(self, config: Mapping[str, Any], path: str) -> None:
-        """Ansible ignores unknown keys and coerces types loosely; an operator's typo should
-        fail instead, naming the option."""
+    def _refuse_unknown_options(self, config: Mapping[str, Any]) -> None:
         from ansible import constants as C
 
         definitions = C.config.get_configuration_definitions("inventory", self._load_name)
@@ -519,7 +485,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for key, value in config.items():
             definition = by_name.get(key)
             if definition is None:
-                raise FleetError(f"unknown option {key!r} in {path}")
+                raise FleetError(f"unknown option {key!r}")
             expected = definition.get("type", "str")
             if not _has_type(value, expected):
                 raise FleetError(f"option {key!r} must be {_a(expected)}, got {value!r}")
@@ -555,44 +521,71 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     f"tag:NAME=VALUE or one of {', '.join(HOSTNAME_SOURCES)}"
                 )
 
+    # -- the cache ----------------------------------------------------------------------------
+
+    def get_cached_result(self, path: str, cache: bool) -> tuple[bool, Any]:
+        """amazon.aws's cache lookup, read with care: an entry that cannot be read or is not
+        an inventory this plugin wrote is warned about, and EC2 is queried instead."""
+        try:
+            hit, text = super().get_cached_result(path, cache)
+        except Exception as exc:  # the cache plugin's own errors are of any kind
+            self.display.warning(
+                f"gpufleet_ec2: the inventory cache cannot be read ({_first_line(exc)}); "
+                "querying EC2 instead"
+            )
+            return False, None
+        if not hit:
+            return False, None
+        try:
+            processed = json.loads(text)
+        except (TypeError, ValueError):
+            processed = None
+        if not _is_processed_inventory(processed):
+            self.display.warning(
+                f"gpufleet_ec2: the inventory cache entry {self.get_cache_key(path)} is not an "
+                "inventory this plugin wrote; querying EC2 and replacing it"
+            )
+            return False, None
+        return True, processed
+
+    def update_cache_if_changed(self) -> None:
+        """Ansible writes the cache after parsing; a cache that cannot be written is a warning,
+        not a failed inventory: the hosts were read from EC2 all the same."""
+        if not hasattr(self, "_cache"):
+            return  # this source has no cache
+        try:
+            super().update_cache_if_changed()
+        except Exception as exc:
+            self.display.warning(
+                f"gpufleet_ec2: the inventory cache could not be written ({_first_line(exc)}); "
+                "the next run queries EC2 again"
+            )
+
     # -- talking to EC2 -----------------------------------------------------------------------
 
-    def _session(self) -> Any:
-        try:
-            session = boto3.session.Session(
-                profile_name=self.get_option("profile"),
-                aws_access_key_id=self.get_option("aws_access_key"),
-                aws_secret_access_key=self.get_option("aws_secret_key"),
-                aws_session_token=self.get_option("session_token"),
-            )
-        except botocore.exceptions.ProfileNotFound:
-            raise FleetError(
-                f"profile {self.get_option('profile')!r} is not in the AWS config files"
-            ) from None
+    def _set_frozen_credentials(self) -> None:
+        """amazon.aws's assumed role, whose credentials every client then uses, with the
+        external id amazon.aws's plugins cannot pass."""
         role = self.get_option("assume_role_arn")
         if not role:
-            return session
+            return
         request = {"RoleArn": role, "RoleSessionName": "gpufleet-inventory"}
         if self.get_option("assume_role_external_id"):
             request["ExternalId"] = self.get_option("assume_role_external_id")
+        home = (self.get_option("regions") or ["us-east-1"])[0]
+        sts = self.client("sts", region=home, config=self._botocore_config())
         try:
-            home = (self.get_option("regions") or ["us-east-1"])[0]
-            sts = session.client(
-                "sts",
-                region_name=home,
-                endpoint_url=self.get_option("endpoint_url"),
-                config=self._botocore_config(),
-            )
             credentials = sts.assume_role(**request)["Credentials"]
         except botocore.exceptions.ClientError as exc:
             raise FleetError(f"assume_role_arn {role}: {exc}") from None
         except botocore.exceptions.NoCredentialsError:
-            raise FleetError(self._no_credentials()) from None
-        return boto3.session.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-        )
+            raise FleetError(NO_CREDENTIALS) from None
+        self._frozen_credentials = {
+            "profile_name": None,
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials["SessionToken"],
+        }
 
     def _botocore_config(self) -> Any:
         return botocore.config.Config(
@@ -602,35 +595,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             max_pool_connections=10,
         )
 
-    @staticmethod
-    def _no_credentials() -> str:
-        return (
-            "no AWS credentials: set profile, or aws_access_key and aws_secret_key, "
-            "or the AWS_* environment variables"
-        )
-
-    def _regions(self, session: Any) -> list[str]:
-        regions = self.get_option("regions")
-        for region in regions:
-            if not isinstance(region, str) or not REGION_NAME.match(region):
-                raise FleetError(f"regions: {region!r} is not an AWS region name")
-        if regions:
-            # Plain str: values from the source file are trusted templates; host data is not.
-            return [str(region) for region in dict.fromkeys(regions)]
-        client = session.client(
-            "ec2",
-            region_name="us-east-1",
-            endpoint_url=self.get_option("endpoint_url"),
-            config=self._botocore_config(),
-        )
-        answer = self._call("us-east-1", client.describe_regions)
-        return sorted(r["RegionName"] for r in _listed("us-east-1", answer, "Regions"))
-
     def _call(self, region: str, method: Any, **kwargs: Any) -> Any:
         try:
             return method(**kwargs)
         except botocore.exceptions.NoCredentialsError:
-            raise FleetError(self._no_credentials()) from None
+            raise FleetError(NO_CREDENTIALS) from None
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             message = exc.response.get("Error", {}).get("Message", str(exc))
@@ -673,23 +642,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return include_sets, [boto_filters(f) for f in self.get_option("exclude_filters")]
 
     def _query(self) -> list[dict[str, Any]]:
-        """Instances of every region, each with its region and its AMI, in one list."""
-        session = self._session()
-        regions = self._regions(session)
+        """Instances of every region, each with its region and its AMI, in one list; the
+        regions are queried concurrently."""
+        # Plain str: values from the source file are trusted templates; host data is not.
+        regions = [str(region) for region in dict.fromkeys(self._boto3_regions("ec2"))]
         config = self._botocore_config()
-        clients = {
-            r: session.client(
-                "ec2", region_name=r, endpoint_url=self.get_option("endpoint_url"), config=config
-            )
-            for r in regions
-        }
         include_sets, exclude_sets = self._filter_sets()
+
+        def query(region: str) -> list[dict[str, Any]]:
+            # Each region's client is made in its thread: making one (0.15 s of botocore's
+            # model loading) overlaps the other regions' calls.
+            client = self.client("ec2", region=region, config=config)
+            return self._query_region(region, client, include_sets, exclude_sets)
+
         with ThreadPoolExecutor(max_workers=min(16, len(regions)) or 1) as pool:
-            results = list(
-                pool.map(
-                    lambda r: self._query_region(r, clients[r], include_sets, exclude_sets), regions
-                )
-            )
+            results = list(pool.map(query, regions))
         instances = [instance for region_instances in results for instance in region_instances]
         return sorted(instances, key=lambda i: i["InstanceId"])
 
@@ -755,27 +722,59 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     # -- turning instances into hosts ---------------------------------------------------------
 
     def _build(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        """The processed inventory: host variables and group members, ready to cache."""
-        processed: dict[str, Any] = {"hosts": {}, "groups": {}, "children": {}}
+        """The processed inventory, ready to cache: Constructable's methods write into a
+        ProcessedInventory through the calls they make on Ansible's."""
         strict = self.get_option("strict")
-        for name, instance in self._named(instances, strict).items():
-            hostvars = self._hostvars(instance)
-            context = HostContext(instance, hostvars)
-            for var, expression in (self.get_option("compose") or {}).items():
-                try:
-                    hostvars[var] = context.composed[var] = self._evaluate(expression, context)
-                except Exception as exc:
-                    if strict:
-                        raise FleetError(f"compose {var} for host {name}: {exc}") from None
-            processed["hosts"][name] = hostvars
-            groups = (
-                self._fleet_groups(instance, hostvars) if self.get_option("fleet_groups") else []
-            )
-            groups += self._conditional_groups(context, name, strict)
-            groups += self._keyed_groups(context, name, strict, processed["children"])
-            for group in dict.fromkeys(groups):
-                processed["groups"].setdefault(group, []).append(name)
-        return processed
+        address = HOSTNAME_SOURCES[self.get_option("host_address")]
+        fleet_groups = self.get_option("fleet_groups")
+        compose = self.get_option("compose")
+        groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        processed = ProcessedInventory()
+        ansible_inventory, self.inventory = self.inventory, processed
+        try:
+            for name, instance in self._named(instances, strict).items():
+                hostvars = processed.add_host_with_variables(name, _hostvars(instance, address))
+                if fleet_groups:
+                    for group in self._fleet_groups(instance, hostvars):
+                        processed.add_host(name, processed.add_group(group))
+                # The host's variables so far, composed ones included, over the instance.
+                context = HostContext(instance, hostvars)
+                self._set_composite_vars(compose, context, name, strict=strict)
+                if groups:  # conditionals are Jinja's, which takes a dict
+                    self._add_host_to_composed_groups(
+                        groups, context.as_variables(), name, strict=strict, fetch_hostvars=False
+                    )
+                self._add_host_to_keyed_groups(
+                    keyed_groups, context, name, strict=strict, fetch_hostvars=False
+                )
+        except FleetError:
+            raise
+        except AnsibleError as exc:  # Constructable's, under strict: one line, like ours
+            raise FleetError(exc.message) from None
+        finally:
+            self.inventory = ansible_inventory
+        return processed.as_dict()
+
+    def _compose(self, template: Any, variables: Any, disable_lookups: Any = ...) -> Any:
+        """Constructable's, except that a plain variable path (a.b, a['b']) the host has is
+        read directly (templating each expression for each host is most of a large
+        inventory's cost), and a value that is no expression (a number) is taken as it is."""
+        if not isinstance(template, str):
+            return template
+        path = _plain_path(template)
+        if path is None or path[0] not in variables:
+            if isinstance(variables, HostContext):
+                variables = variables.as_variables()
+            return super()._compose(template, variables)
+        value = variables[path[0]]
+        for part in path[1:]:
+            value = value[part]
+        return value
+
+    @staticmethod
+    def _sanitize_group_name(name: str) -> str:
+        return safe_group_name(name)
 
     def _named(self, instances: list[dict[str, Any]], strict: bool) -> dict[str, dict[str, Any]]:
         """Each instance under its hostname; what cannot be named, or is named twice, is told
@@ -808,16 +807,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         tags = tag_dict(instance)
         for preference in self.get_option("hostnames"):
             if isinstance(preference, Mapping):
-                name = self._hostname_from(preference["name"], instance, tags)
+                name = _hostname_from(preference["name"], instance, tags)
                 prefix = (
-                    self._hostname_from(preference["prefix"], instance, tags)
+                    _hostname_from(preference["prefix"], instance, tags)
                     if "prefix" in preference
                     else None
                 )
                 if name and prefix:
                     name = prefix + preference.get("separator", "_") + name
             else:
-                name = self._hostname_from(preference, instance, tags)
+                name = _hostname_from(preference, instance, tags)
             if name:
                 safe = self._sanitize_group_name(name) if ":" in name else name
                 return self._short(safe, instance)
@@ -838,47 +837,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 f"{len(name.encode())} bytes, over {MAX_HOSTNAME_BYTES}; it is listed as {short}"
             )
         return short
-
-    @staticmethod
-    def _hostname_from(
-        preference: str,
-        instance: dict[str, Any],
-        tags: dict[str, str],
-    ) -> str | None:
-        if preference.startswith("tag:"):
-            return _tag_hostname(preference, tags)
-        value = _attribute_chain(instance, HOSTNAME_SOURCES[preference])
-        if isinstance(value, list):
-            value = value[0] if value else None
-        return str(value) if value else None
-
-    def _hostvars(self, instance: dict[str, Any]) -> dict[str, Any]:
-        tags = tag_dict(instance)
-        image = instance["_image"]
-        instance_type = instance.get("InstanceType", "")
-        gpus, gpu_model, gpu_memory = gpu_profile(instance_type)
-        zone = instance.get("Placement", {}).get("AvailabilityZone", "")
-        address_source = HOSTNAME_SOURCES[self.get_option("host_address")]
-        return {
-            "ansible_host": _attribute_chain(instance, address_source),
-            "ec2_instance_id": instance["InstanceId"],
-            "ec2_private_ip": instance.get("PrivateIpAddress", ""),
-            "ec2_region": instance["_region"],
-            "ec2_availability_zone": zone,
-            "ec2_instance_type": instance_type,
-            "ec2_lifecycle": "spot" if instance.get("InstanceLifecycle") == "spot" else "on_demand",
-            "ec2_ami_id": instance.get("ImageId", ""),
-            "ec2_ami_name": image.get("Name", ""),
-            "ec2_ami_creation_date": image.get("CreationDate", ""),
-            "ec2_gpu_count": gpus,
-            "ec2_gpu_model": gpu_model,
-            "ec2_gpu_memory_gib": gpu_memory,
-            "ec2_tags": tags,
-            "gpufleet_role": tags.get(ROLE_TAG, ""),
-            "gpufleet_pool": tags.get(POOL_TAG, ""),
-            "gpufleet_model": tags.get(MODEL_TAG, ""),
-            "gpufleet_alias": tags.get(ALIAS_TAG, ""),
-        }
 
     def _fleet_groups(self, instance: dict[str, Any], hostvars: dict[str, Any]) -> list[str]:
         tags = hostvars["ec2_tags"]
@@ -901,95 +859,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             groups.append("ami_outdated")
         return groups
 
-    def _conditional_groups(self, context: HostContext, host: str, strict: bool) -> list[str]:
-        groups = []
-        for group, condition in (self.get_option("groups") or {}).items():
-            try:
-                self.templar.available_variables = context.as_variables()
-                if self.templar.evaluate_conditional(condition):
-                    groups.append(self._sanitize_group_name(group))
-            except Exception as exc:
-                if strict:
-                    raise FleetError(f"groups {group} for host {host}: {exc}") from None
-        return groups
-
-    def _keyed_groups(
-        self, context: HostContext, host: str, strict: bool, children: dict[str, list[str]]
-    ) -> list[str]:
-        """keyed_groups with the naming rules of Ansible's constructed plugins."""
-        empty = (None, "")
-        groups = []
-        for keyed in self.get_option("keyed_groups") or []:
-            if not isinstance(keyed, Mapping):
-                continue
-            try:
-                key = self._evaluate(keyed.get("key"), context)
-            except Exception as exc:
-                if strict:
-                    raise FleetError(
-                        f"keyed_groups {keyed.get('key')} for host {host}: {exc}"
-                    ) from None
-                continue
-            default = keyed.get("default_value")
-            trailing = keyed.get("trailing_separator")
-            if trailing is not None and default is not None:
-                raise FleetError(
-                    "keyed_groups: default_value and trailing_separator are mutually exclusive"
-                )
-            prefix, separator = keyed.get("prefix", ""), keyed.get("separator", "_")
-            if isinstance(key, str):
-                bare = [key] if key else ([default] if default is not None else [])
-            elif key is None:
-                bare = [default] if default is not None else []
-            elif isinstance(key, list):
-                bare = [default if item in empty and default is not None else item for item in key]
-            elif isinstance(key, Mapping):
-                bare = []
-                for name, value in key.items():
-                    if value in empty and default is not None:
-                        bare.append(f"{name}{separator}{default}")
-                    elif value in empty and trailing is False:
-                        bare.append(str(name))
-                    else:
-                        bare.append(f"{name}{separator}{value}")
-            else:
-                if strict:
-                    raise FleetError(
-                        f"keyed_groups {keyed.get('key')} for host {host}: "
-                        f"expected a string, list or mapping, got {type(key)}"
-                    )
-                continue
-            if prefix == "" and self.get_option("leading_separator") is False:
-                separator = ""
-            for name in bare:
-                group = self._sanitize_group_name(f"{prefix}{separator}{name}")
-                groups.append(group)
-                parent = keyed.get("parent_group")
-                if parent:
-                    members = children.setdefault(self._sanitize_group_name(parent), [])
-                    if group not in members:
-                        members.append(group)
-        return groups
-
-    def _evaluate(self, expression: Any, context: HostContext) -> Any:
-        """A plain variable path (a.b, a['b']) is read directly; anything else goes to Jinja."""
-        if not isinstance(expression, str):
-            return expression
-        match = SIMPLE_PATH.match(expression)
-        if match is None or match.group(1) in ("true", "false", "none", "True", "False", "None"):
-            self.templar.available_variables = context.as_variables()
-            return self.templar.evaluate_expression(expression)
-        value = context[match.group(1)]
-        for attribute, single, double, index in PATH_PART.findall(match.group(2)):
-            value = value[int(index)] if index else value[attribute or single or double]
-        return value
-
-    @staticmethod
-    def _sanitize_group_name(name: str) -> str:
-        from ansible.inventory.group import to_safe_group_name
-
-        return to_safe_group_name(name, force=True, silent=True)
-
     # -- into Ansible's inventory -------------------------------------------------------------
 
     def _populate(self, processed: Mapping[str, Any]) -> None:
@@ -1008,25 +877,116 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 inventory.add_child(parent, group)
 
 
+def _hostname_from(preference: str, instance: dict[str, Any], tags: dict[str, str]) -> str | None:
+    if preference.startswith("tag:"):
+        return _tag_hostname(preference, tags)
+    value = _attribute_chain(instance, HOSTNAME_SOURCES[preference])
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return str(value) if value else None
+
+
+def _hostvars(instance: dict[str, Any], address: tuple[str, ...]) -> dict[str, Any]:
+    tags = tag_dict(instance)
+    image = instance["_image"]
+    instance_type = instance.get("InstanceType", "")
+    gpus, gpu_model, gpu_memory = gpu_profile(instance_type)
+    return {
+        "ansible_host": _attribute_chain(instance, address),
+        "ec2_instance_id": instance["InstanceId"],
+        "ec2_private_ip": instance.get("PrivateIpAddress", ""),
+        "ec2_region": instance["_region"],
+        "ec2_availability_zone": instance.get("Placement", {}).get("AvailabilityZone", ""),
+        "ec2_instance_type": instance_type,
+        "ec2_lifecycle": "spot" if instance.get("InstanceLifecycle") == "spot" else "on_demand",
+        "ec2_ami_id": instance.get("ImageId", ""),
+        "ec2_ami_name": image.get("Name", ""),
+        "ec2_ami_creation_date": image.get("CreationDate", ""),
+        "ec2_gpu_count": gpus,
+        "ec2_gpu_model": gpu_model,
+        "ec2_gpu_memory_gib": gpu_memory,
+        "ec2_tags": tags,
+        "gpufleet_role": tags.get(ROLE_TAG, ""),
+        "gpufleet_pool": tags.get(POOL_TAG, ""),
+        "gpufleet_model": tags.get(MODEL_TAG, ""),
+        "gpufleet_alias": tags.get(ALIAS_TAG, ""),
+    }
+
+
+class ProcessedInventory:
+    """What a build adds to the inventory, kept as plain data the cache can hold: the calls
+    Constructable's methods make on Ansible's inventory (add_group, add_host, add_child,
+    set_variable), recorded. Values become JSON's types here, so a warm cache gives what a
+    cold run gives."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, dict[str, None]] = {}
+        self.children: dict[str, dict[str, None]] = {}
+
+    def add_host_with_variables(self, host: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """A new host with variables already of JSON's types; returns its variables."""
+        self.hosts[host] = variables
+        return variables
+
+    def add_group(self, group: str) -> str:
+        self.groups.setdefault(group, {})
+        return group
+
+    def add_host(self, host: str, group: str | None = None, port: int | None = None) -> str:
+        self.hosts.setdefault(host, {})
+        if group:
+            self.groups.setdefault(group, {})[host] = None
+        return host
+
+    def add_child(self, group: str, child: str) -> None:
+        """As Ansible's: a child that is a group becomes a subgroup, else a member host."""
+        if child in self.groups:
+            self.children.setdefault(group, {})[child] = None
+        else:
+            self.add_host(child, group)
+
+    def set_variable(self, host: str, name: str, value: Any) -> None:
+        self.hosts[host][name] = _json_value(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hosts": self.hosts,
+            "groups": {group: list(members) for group, members in self.groups.items()},
+            "children": {group: list(kids) for group, kids in self.children.items()},
+        }
+
+
+def _json_value(value: Any) -> Any:
+    """A composed value as JSON holds it: mappings as dicts, sequences as lists, times in
+    ISO 8601 (as EC2's API writes them)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return value
+
+
 class HostContext(Mapping):
     """What compose, groups and keyed_groups see of one host, as amazon.aws.aws_ec2 shows it.
 
     The instance in snake_case (placement.availability_zone, private_ip_address, ...),
-    its tags as `tags`, gpufleet's own variables, and the variables composed so far.
-    Plain paths read the instance through SnakeView; only Jinja gets a converted copy.
+    its tags as `tags`, and the host's variables: gpufleet's own and those composed so far
+    (hostvars is the dict they are set in). Plain paths read the instance through
+    SnakeView; only Jinja gets a converted copy.
     """
 
     def __init__(self, instance: dict[str, Any], hostvars: dict[str, Any]) -> None:
         self.instance = instance
         self.hostvars = hostvars
-        self.composed: dict[str, Any] = {}
         self.view = SnakeView(instance, region_of_placement=True)
         self._converted: dict[str, Any] | None = None
 
     def __getitem__(self, key: str) -> Any:
-        for layer in (self.composed, self.hostvars):
-            if key in layer:
-                return layer[key]
+        if key in self.hostvars:
+            return self.hostvars[key]
         if key == "tags":
             return self.hostvars["ec2_tags"]
         return self.view[key]
@@ -1045,7 +1005,15 @@ class HostContext(Mapping):
             placement = self._converted.setdefault("placement", {})
             placement["region"] = self.view["placement"]["region"]
             self._converted["tags"] = self.hostvars["ec2_tags"]
-        return {**self._converted, **self.hostvars, **self.composed}
+        return {**self._converted, **self.hostvars}
+
+
+@functools.lru_cache(maxsize=4096)
+def safe_group_name(name: str) -> str:
+    """A group name Ansible accepts, whatever the setting: names repeat across hosts."""
+    from ansible.inventory.group import to_safe_group_name
+
+    return to_safe_group_name(name, force=True, silent=True)
 
 
 @functools.lru_cache(maxsize=4096)

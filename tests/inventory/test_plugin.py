@@ -174,7 +174,7 @@ def test_strict_fails_on_an_undefined_variable_and_names_it(moto, tmp_path):
     strict = source_config(moto, compose={"x": "no_such_var"}, strict=True)
     result = run_inventory(write_source(tmp_path, strict), check=False)
     assert result.returncode != 0
-    assert "gpufleet_ec2: compose x for host gpu-a" in result.stderr
+    assert "gpufleet_ec2: Could not set x for host gpu-a" in result.stderr
 
 
 def test_ami_outdated_and_asg_groups(moto, tmp_path):
@@ -377,3 +377,27 @@ def test_a_cache_directory_that_cannot_be_used_leaves_the_cache_out(moto, tmp_pa
     result = run_inventory(cached_source(tmp_path, moto, in_the_way))
     assert list(json.loads(result.stdout)["_meta"]["hostvars"]) == ["gpu-a"]
     assert "gpufleet_ec2: the inventory cache is left out" in " ".join(result.stderr.split())
+
+
+def test_composed_mappings_and_times_are_the_same_from_a_warm_cache(moto, tmp_path):
+    launch(moto, fleet_tags("gpu-a"), zone="us-east-1b")
+    config = source_config(
+        moto,
+        # Filters and regions are templated options: no deprecation warning for them.
+        filters={"tag:gpufleet:env": "prod"},
+        compose={"where": "placement", "launched": "launch_time", "state_name": "state['name']"},
+        cache=True,
+        cache_plugin="ansible.builtin.jsonfile",
+        cache_connection=str(tmp_path / "cache"),
+        cache_timeout=600,
+    )
+    source = write_source(tmp_path, config)
+    cold = run_inventory(source)
+    assert "WARNING" not in cold.stderr, cold.stderr
+    warm = run_inventory(source)
+    assert json.loads(warm.stdout) == json.loads(cold.stdout)
+    gpu_a = hostvars(json.loads(cold.stdout), "gpu-a")
+    assert gpu_a["where"]["availability_zone"] == "us-east-1b"
+    assert gpu_a["where"]["region"] == "us-east-1"
+    assert gpu_a["launched"].startswith("20") and "T" in gpu_a["launched"]
+    assert gpu_a["state_name"] == "running"

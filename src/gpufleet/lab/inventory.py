@@ -50,8 +50,8 @@ def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts) -> Path:
         "plugin": "gpufleet.fleet.gpufleet_ec2",
         "regions": [topology.region],
         "endpoint_url": endpoint(topology.ec2_port),
-        "aws_access_key": CREDENTIALS["aws_access_key_id"],
-        "aws_secret_key": CREDENTIALS["aws_secret_access_key"],
+        "access_key": CREDENTIALS["aws_access_key_id"],
+        "secret_key": CREDENTIALS["aws_secret_access_key"],
         "filters": {f"tag:{ENV}": LAB_ENV},
         "hostnames": ["tag:Name"],
     }
