@@ -48,7 +48,7 @@ description:
     (its C(plugin_utils) inventory base, as M(amazon.aws.aws_ec2) uses), and compose,
     groups and keyed_groups are Ansible's constructed options, so their options and
     meaning are those plugins'.
-author: gpufleet
+author: gpufleet maintainers (!UNKNOWN)
 version_added: "0.1.0"
 requirements:
   - boto3
@@ -263,7 +263,7 @@ NO_CREDENTIALS = (
 
 def gpu_profile(instance_type: str) -> tuple[int, str, int]:
     """GPU count, model and memory per GPU in GiB for an instance type; 0, '', 0 without GPUs."""
-    family, _, size = instance_type.partition(".")
+    family, _dot, size = instance_type.partition(".")
     known = GPU_FAMILIES.get(family)
     if known is None:
         return 0, "", 0

@@ -14,7 +14,7 @@ description:
   - Changes nothing, and reports no change, when the map already holds O(entries).
   - A map the running process has not loaded (a config not reloaded yet) is not an error
     when O(missing_ok) is true; the map file is read at the next reload.
-author: gpufleet
+author: gpufleet maintainers (!UNKNOWN)
 version_added: "0.1.0"
 options:
   map:
@@ -35,8 +35,10 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
+    description: Returns what changed (or would change, in check mode) in diff mode.
     support: full
 notes:
   - Keys and values may not hold spaces or newlines, which the runtime API cannot carry.

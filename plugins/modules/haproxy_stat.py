@@ -9,9 +9,9 @@ description:
   - Reads C(show stat) of the running HAProxy, one dict per frontend, backend or server row,
     keyed by the CSV header HAProxy prints (C(pxname), C(svname), C(status), C(scur),
     C(qcur), C(agent_status), C(hrsp_2xx), ...).
-  - Optionally reads stick tables too (C(show table NAME)): each key's stored data.
+  - Optionally reads stick tables too (C(show table NAME)), each key's stored data.
   - Reads only; never reports a change. Runs the same in check mode.
-author: gpufleet
+author: gpufleet maintainers (!UNKNOWN)
 version_added: "0.1.0"
 options:
   types:
@@ -37,8 +37,10 @@ options:
     default: /run/haproxy/admin.sock
 attributes:
   check_mode:
+    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
+    description: Returns what changed (or would change, in check mode) in diff mode.
     support: none
 """
 

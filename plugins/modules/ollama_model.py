@@ -18,7 +18,7 @@ description:
   - A failure names the endpoint and what went wrong (no answer, an HTTP error, a body that
     is not Ollama's), and reports C(changed) when a step before it did change the server,
     such as a pull before a failed load.
-author: gpufleet
+author: gpufleet maintainers (!UNKNOWN)
 version_added: "0.1.0"
 options:
   name:
@@ -66,8 +66,10 @@ options:
     default: 3600
 attributes:
   check_mode:
+    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
+    description: Returns what changed (or would change, in check mode) in diff mode.
     support: full
 """
 

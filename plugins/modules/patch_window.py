@@ -17,7 +17,7 @@ description:
   - Times are the zone's wall-clock times, daylight saving included. A start that falls into
     a skipped hour (the spring change) opens at the same wall-clock time read with the offset
     before the change, as Python's zoneinfo reads it.
-author: gpufleet
+author: gpufleet maintainers (!UNKNOWN)
 version_added: "0.1.0"
 options:
   days:
@@ -43,8 +43,10 @@ options:
     default: ""
 attributes:
   check_mode:
+    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
+    description: Returns what changed (or would change, in check mode) in diff mode.
     support: none
 requirements:
   - Python 3.9 or newer on the host it runs on (zoneinfo), with the system's time zone data.
@@ -189,8 +191,8 @@ def judge(window: Window, moment: datetime) -> dict[str, object]:
     """Whether moment is inside the window, until when, and when it opens next."""
     openings = window.openings_around(moment, days_after=8)
     inside = [(opens, closes) for opens, closes in openings if opens <= moment < closes]
-    opens_at = min(opens for opens, _ in openings if opens > moment)
-    closes = max((closes for _, closes in inside), default=None)
+    opens_at = min(opens for opens, _closes in openings if opens > moment)
+    closes = max((closes for _opens, closes in inside), default=None)
     return {
         "open": closes is not None,
         "window": window.describe(),
