@@ -6,6 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible_collections.gpufleet.fleet.plugins.module_utils.report_table import (
+    table_header,
+    table_row,
+)
+
 COUNTS = ("served", "failed", "truncated")
 NAME_COUNTS = ("requests", *COUNTS)
 COLUMNS = (
@@ -84,10 +89,10 @@ def model_swap_requests(after: dict[str, dict], before: dict[str, dict]) -> dict
 def model_swap_table(report: dict[str, Any]) -> list[str]:
     """The report as lines of a fixed-width table, one row per host; then each model name's
     requests (and when it was retired), and the total last."""
-    lines = ["".join(name.ljust(width) for name, width in COLUMNS)]
+    lines = [table_header(COLUMNS)]
     for row in report["hosts"]:
-        cells = [str(row.get(name) or "-") for name, _ in COLUMNS]
-        lines.append("".join(c[: w - 1].ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)))
+        cells = [str(row.get(name) or "-") for name, _width in COLUMNS]
+        lines.append(table_row(cells, COLUMNS))
         if row.get("error"):
             lines.append(f"  {row.get('failed_task', '')}: {row['error']}")
     retired = report.get("retired") or {}

@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible_collections.gpufleet.fleet.plugins.module_utils.report_table import (
+    table_header,
+    table_row,
+)
+
 # `apt-get --simulate` prints one line per package it would unpack:
 #   Inst libc6 [2.36-9+deb12u13] (2.36-9+deb12u14 Debian-Security:12/stable-security [amd64])
 # with no [old version] for a package new to the host.
@@ -95,13 +100,13 @@ def patch_reboot_reasons(
 def patch_table(report: dict[str, Any]) -> list[str]:
     """The report as lines of a fixed-width table, one row per host, each host's packages and
     reboot reasons or error under its row."""
-    lines = ["".join(name.ljust(width) for name, width in COLUMNS)]
+    lines = [table_header(COLUMNS)]
     for row in report["hosts"]:
         cells = [
             str(len(row.get("packages", []))) if name == "upgraded" else str(row.get(name, "-"))
-            for name, _ in COLUMNS
+            for name, _width in COLUMNS
         ]
-        lines.append("".join(c[: w - 1].ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True)))
+        lines.append(table_row(cells, COLUMNS))
         if row.get("packages"):
             shown = [f"{p['name']} {p['to']}" for p in row["packages"][:6]]
             more = len(row["packages"]) - len(shown)

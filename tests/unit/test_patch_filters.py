@@ -116,7 +116,7 @@ def test_the_table_has_a_row_per_host_with_its_packages_and_reasons_under_it():
         ],
     }
     lines = patch.patch_table(report)
-    assert lines[0].split() == [name for name, _ in patch.COLUMNS]
+    assert lines[0].split() == [name for name, _width in patch.COLUMNS]
     assert lines[1].split() == ["gpu-1", "patched", "3", "True", "4.1", "12.0", "20.3", "40.0"]
     assert lines[2].startswith("  packages: libc6 2.36-9+deb12u14+gpufleet1, libexpat1 ")
     assert lines[3] == "  reboot: new kernel: linux-image-6.1.0-42-amd64"
