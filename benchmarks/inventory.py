@@ -49,7 +49,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             boto3.client(
                 "ec2", region_name="us-east-1", endpoint_url=url, **CREDENTIALS
@@ -226,7 +226,7 @@ def measure(url: str, regions: list[str], runs: int) -> dict[str, float]:
                 "static",
             )
         }
-        for _ in range(runs):
+        for _run in range(runs):
             timings["raw"].append(raw_paginate(url, regions))
             timings["startup"].append(ansible_inventory(files["empty"]))
             timings["ours"].append(ansible_inventory(files["ours"]))

@@ -195,7 +195,7 @@ def short_requests(port: int, total: int) -> tuple[float, list[float]]:
     def client(count: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine = []
-        for _ in range(count):
+        for _request in range(count):
             started = time.perf_counter()
             connection.request("POST", "/api/generate", body, HEADERS)
             response = connection.getresponse()
@@ -207,7 +207,9 @@ def short_requests(port: int, total: int) -> tuple[float, list[float]]:
         with lock:
             latencies.extend(mine)
 
-    workers = [threading.Thread(target=client, args=(total // CLIENTS,)) for _ in range(CLIENTS)]
+    workers = [
+        threading.Thread(target=client, args=(total // CLIENTS,)) for _client in range(CLIENTS)
+    ]
     started = time.perf_counter()
     for worker in workers:
         worker.start()
@@ -230,7 +232,7 @@ def streams(port: int) -> float:
             raise SystemExit(f"port {port}: a stream ended without done")
         connection.close()
 
-    workers = [threading.Thread(target=stream) for _ in range(STREAMS)]
+    workers = [threading.Thread(target=stream) for _stream in range(STREAMS)]
     started = time.perf_counter()
     for worker in workers:
         worker.start()
@@ -244,7 +246,7 @@ def measure(paths: dict[str, int], requests: int, rounds: int) -> dict[str, dict
     rates: dict[str, list[float]] = {name: [] for name in paths}
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     walls: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(rounds):
+    for _round in range(rounds):
         for name, port in paths.items():
             rate, each = short_requests(port, requests)
             rates[name].append(rate)
@@ -261,7 +263,7 @@ def measure(paths: dict[str, int], requests: int, rounds: int) -> dict[str, dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--requests", type=int, default=400, help="short requests per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

@@ -88,7 +88,7 @@ async def many_streams(address: str, streams: int, tokens: int) -> tuple[float, 
     started = time.monotonic()
     results = await asyncio.wait_for(
         asyncio.gather(
-            *(one_stream(address, tokens) for _ in range(streams)), return_exceptions=True
+            *(one_stream(address, tokens) for _stream in range(streams)), return_exceptions=True
         ),
         timeout=tokens / RATE * 10 + 30,
     )

@@ -1,6 +1,6 @@
 """make test against its budget: where its minutes went, phase by phase.
 
-Reads the phases make test recorded (tests/phases.py: deps, lint, unit and lab, and inside
+Reads the phases make test recorded (tests/phases.py: deps, lint, unit, sanity and lab, and inside
 the lab each test file, each molecule scenario and the shared set-up), prints them as a
 table, slowest first within each phase, then one JSON line: the total, each phase, and the
 total's ratio to the 35-minute budget. The total is the wall time from the first phase's

@@ -58,7 +58,7 @@ def swap(inventory: str, model: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
     args = parser.parse_args()
     brought_up = lab_status()["state"] != "up"

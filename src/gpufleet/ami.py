@@ -54,7 +54,7 @@ def read_manifest(path: Path) -> Baked:
     for build in builds:
         role = (build.get("custom_data") or {}).get(ROLE_TAG, role)
         for pair in str(build.get("artifact_id", "")).split(","):
-            region, _, image = pair.partition(":")
+            region, _colon, image = pair.partition(":")
             if image.startswith("ami-"):
                 images[region] = image
     return Baked(images, role)

@@ -29,7 +29,7 @@ def loop_disks(tmp_path: Path) -> Iterator[Callable[[int, int], list[str]]]:
 
     def make(count: int, mebibytes: int) -> list[str]:
         made = []
-        for _ in range(count):
+        for _attempt in range(count):
             image = tmp_path / f"disk{len(devices)}.img"
             with image.open("wb"):
                 os.truncate(image, mebibytes * 1024**2)

@@ -83,7 +83,7 @@ def servers() -> dict[tuple[str, str], dict[str, str]]:
 
 
 def totals(server: str) -> int:
-    return sum(int(row["stot"]) for (_, name), row in servers().items() if name == server)
+    return sum(int(row["stot"]) for (_backend, name), row in servers().items() if name == server)
 
 
 def statuses(server: str) -> set[str]:
@@ -91,7 +91,9 @@ def statuses(server: str) -> set[str]:
     "DRAIN (agent)"), DOWN. Backends of models the host does not serve, where its agent
     answers maint, are left out."""
     rows = servers().items()
-    return {row["status"].split()[0] for (_, name), row in rows if name == server} - {"MAINT"}
+    return {row["status"].split()[0] for (_backend, name), row in rows if name == server} - {
+        "MAINT"
+    }
 
 
 def wait_for(condition, timeout: float, step: float = 0.2) -> float:

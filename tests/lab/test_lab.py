@@ -104,8 +104,8 @@ def test_ec2_instances_vary_like_a_real_fleet(lab):
     assert {i["InstanceType"] for i in gpu} == GPU_TYPES
     assert {i["InstanceType"] for i in lb} == {"t3.medium"}
     assert {i.get("InstanceLifecycle", "on-demand") for i in gpu} == {"spot", "on-demand"}
-    assert len({i["Placement"]["AvailabilityZone"] for i, _ in described.values()}) == 2
-    models = {tags.get("gpufleet:model") for _, tags in described.values()}
+    assert len({i["Placement"]["AvailabilityZone"] for i, _tags in described.values()}) == 2
+    models = {tags.get("gpufleet:model") for _instance, tags in described.values()}
     assert {"llama3.1:8b", "qwen2.5:7b"} <= models
 
 

@@ -82,21 +82,21 @@ def test_requests_land_only_on_hosts_that_serve_their_model_or_alias(fleet):
     ]
     after = servers()
     gained = {key: int(after[key]["stot"]) - int(before[key]["stot"]) for key in after}
-    assert sum(v for (b, _), v in gained.items() if b == LLAMA_BACKEND) == 6, gained
+    assert sum(v for (b, _server), v in gained.items() if b == LLAMA_BACKEND) == 6, gained
     assert gained[(QWEN_BACKEND, "gpu-3")] == 4, gained
     assert {h: gained[("be_alias_chat", h)] for h in GPU_HOSTS} == dict.fromkeys(GPU_HOSTS, 2)
     assert all(
         v == 0
-        for (b, _), v in gained.items()
+        for (b, _server), v in gained.items()
         if b not in (LLAMA_BACKEND, QWEN_BACKEND, "be_alias_chat")
     ), gained
     assert [(o.status, o.detail) for o in unserved] == [
         (404, "model 'mistral:7b' is not served by this fleet")
     ] * 2, unserved
     # Models listed in the path are routed like those in a body.
-    status, answer, _ = call(fleet, "GET", "/v1/models/mistral:7b")
+    status, answer, _headers = call(fleet, "GET", "/v1/models/mistral:7b")
     assert status == 404 and json.loads(answer)["error"]["code"] == "model_not_found", answer
-    status, answer, _ = call(fleet, "GET", "/v1/models/chat")
+    status, answer, _headers = call(fleet, "GET", "/v1/models/chat")
     assert status == 200 and json.loads(answer)["id"] == "chat", answer
 
 
@@ -104,7 +104,9 @@ def test_a_model_named_beyond_the_buffer_goes_to_the_default_backend(fleet):
     """The documented limit: the model is read from the first tune.bufsize bytes only."""
     before = servers()
     padding = "x" * 70000
-    status, answer, _ = call(fleet, "POST", "/api/generate", {"prompt": padding, "model": QWEN})
+    status, answer, _headers = call(
+        fleet, "POST", "/api/generate", {"prompt": padding, "model": QWEN}
+    )
     # Ollama answers (the default backend's host may lack the model: 404), not HAProxy.
     assert status in (200, 404), answer[:200]
     assert b"<html>" not in answer
@@ -378,7 +380,7 @@ MANAGEMENT_CALLS = [
 def test_management_calls_with_a_valid_key_are_403_naming_the_path_and_reach_no_gpu_host(fleet):
     before, models_before = backend_totals(), models_on_gpu_hosts(fleet)
     for method, path, body in MANAGEMENT_CALLS:
-        status, answer, _ = call(fleet, method, path, body)
+        status, answer, _headers = call(fleet, method, path, body)
         assert status == 403, (method, path, answer)
         if method != "HEAD":
             assert json.loads(answer)["error"].startswith(f"{method} {path} is not served"), answer
@@ -399,7 +401,7 @@ def test_client_calls_pass_with_a_key_native_and_openai_compatible(fleet):
         ("POST", "/v1/embeddings", {"model": QWEN, "input": "sky"}),
         ("POST", "/v1/completions", {"model": QWEN, "prompt": "hi", "max_tokens": 2}),
     ):
-        status, answer, _ = call(fleet, method, path, body)
+        status, answer, _headers = call(fleet, method, path, body)
         assert status == 200, (method, path, answer[:300])
     for kind in ("chat", "generate", "openai-chat", "embed"):
         assert stream_once(target(fleet), kind, QWEN, 3, 0).verdict == "served", kind
@@ -413,7 +415,7 @@ def test_client_calls_pass_with_a_key_native_and_openai_compatible(fleet):
 
 def test_a_body_over_the_limit_is_413_at_the_lb(fleet):
     before = backend_totals()
-    status, answer, _ = call(
+    status, answer, _headers = call(
         fleet, "POST", "/api/chat", {"model": LLAMA}, headers={"Content-Length": "40000000"}
     )
     assert status == 413 and "over the load balancer limit" in json.loads(answer)["error"]
@@ -430,7 +432,7 @@ def test_a_key_over_its_limits_gets_429_with_retry_after_and_its_counts_show(fle
     )
     assert 0 < running.report.count("served") <= 20
     statuses_seen, retry_after = [], set()
-    for _ in range(25):
+    for _attempt in range(25):
         status, answer, headers = call(fleet, "GET", "/api/version", key=TIGHT_KEY)
         statuses_seen.append(status)
         if status == 429:

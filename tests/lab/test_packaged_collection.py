@@ -81,5 +81,5 @@ def test_the_built_collection_installs_and_converges_the_fleet_by_its_name(fleet
     recap = output.split("PLAY RECAP")[-1]
     hosts = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", recap, re.MULTILINE)
     # The fleet was converged from the checkout: the installed collection is the same content.
-    assert sorted(name for name, _ in hosts if name != "localhost") == sorted(fleet["hosts"])
-    assert all(changed == "0" for _, changed in hosts), recap
+    assert sorted(name for name, _changed in hosts if name != "localhost") == sorted(fleet["hosts"])
+    assert all(changed == "0" for _name, changed in hosts), recap

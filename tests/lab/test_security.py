@@ -127,7 +127,7 @@ def test_firewall_sources_that_would_lock_ops_out_or_are_wrong_are_refused(fleet
 
 
 def test_the_stats_password_comes_from_vault_and_only_its_hash_reaches_the_lb(fleet):
-    secrets_file, _ = vaulted_lb_secrets()
+    secrets_file, _vault_password = vaulted_lb_secrets()
     assert secrets_file.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
     config = on_host(LB, "sudo cat /etc/haproxy/haproxy.cfg")
     assert STATS_PASSWORD not in config

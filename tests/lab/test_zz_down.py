@@ -29,7 +29,10 @@ def test_down_leaves_nothing(lab):
     gpufleet("lab", "down")
 
     assert not paths.state.exists()
-    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    assert (
+        subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode
+        != 0
+    )
     assert (
         "gflab-"
         not in subprocess.run(
@@ -37,12 +40,16 @@ def test_down_leaves_nothing(lab):
         ).stdout
     )
     assert (
-        subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True).returncode
+        subprocess.run(
+            ["nft", "list", "table", "ip", NFT_TABLE], capture_output=True, check=False
+        ).returncode
         != 0
     )
     assert str(paths.state) not in Path("/proc/self/mountinfo").read_text()
     assert not tcp_open("127.0.0.1", ec2_port)
-    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    processes = subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True, check=True
+    ).stdout
     assert "systemd-nspawn" not in processes
     assert "gpufleet.lab." not in processes
     assert "gpufleet.lab.standins" not in processes
@@ -50,7 +57,7 @@ def test_down_leaves_nothing(lab):
         "processes of lab hosts outlived lab down"
     )
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == forward_before
-    loops = subprocess.run(["losetup", "--list"], capture_output=True, text=True).stdout
+    loops = subprocess.run(["losetup", "--list"], capture_output=True, text=True, check=True).stdout
     assert str(paths.state) not in loops, "NVMe loop devices outlived lab down"
     status = gpufleet("lab", "status", check=False)
     assert status.returncode == 3

@@ -45,7 +45,7 @@ def test_requests_beyond_parallel_and_queue_get_503(serve):
         except ollama.ResponseError as exc:
             outcomes.append((exc.status_code, exc.error))
 
-    threads = [threading.Thread(target=ask) for _ in range(3)]
+    threads = [threading.Thread(target=ask) for _client in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -66,7 +66,7 @@ def test_parallel_requests_share_one_model(serve):
                 api.generate(model="llama3.1:8b", prompt="hi", options={"num_predict": 10})
             )
         )
-        for _ in range(4)
+        for _client in range(4)
     ]
     for thread in threads:
         thread.start()

@@ -36,7 +36,7 @@ def test_each_gpu_is_reported(tmp_path, sample, gpus, name):
     assert values[("gpufleet_gpu_up", frozenset())] == 1
     infos = [k for k in values if k[0] == "gpufleet_gpu_info"]
     assert len(infos) == gpus
-    assert all(("name", name) in labels for _, labels in infos)
+    assert all(("name", name) in labels for _metric, labels in infos)
 
 
 def test_units_are_converted_to_ratio_bytes_watts(tmp_path):
@@ -97,7 +97,7 @@ def test_the_file_is_replaced_whole(tmp_path):
     out = tmp_path / "textfile" / "gpufleet.prom"
     out.parent.mkdir()
     (out.parent / "other.prom").write_text("x 1\n")
-    for _ in range(2):
+    for _scrape in range(2):
         subprocess.run(
             [
                 sys.executable,

@@ -77,7 +77,7 @@ def test_the_awx_rule_starts_every_run_inside_the_window():
 def test_the_github_workflow_starts_inside_the_window_and_queues_a_second_run():
     workflow = yaml.safe_load((SCHEDULES / "patch-window.github-workflow.yml").read_text())
     cron = workflow["on"]["schedule"][0]["cron"]
-    minute, hour, _, _, days = cron.split()
+    minute, hour, _day_of_month, _month, days = cron.split()
     # Cron counts days from Sunday, 0; 2026-11-22 was a Sunday.
     sunday = datetime(2026, 11, 22, int(hour), int(minute), tzinfo=UTC)
     for day in days.split(","):

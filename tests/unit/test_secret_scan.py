@@ -35,8 +35,8 @@ def private_key(tmp_path: Path) -> str:
 
 
 def test_planted_secrets_are_found_by_file_line_and_kind(tmp_path):
-    key_id = "AKIA" + "".join(secrets.choice(string.ascii_uppercase) for _ in range(16))
-    secret = "".join(secrets.choice(string.ascii_letters + "/+") for _ in range(40))
+    key_id = "AKIA" + "".join(secrets.choice(string.ascii_uppercase) for _char in range(16))
+    secret = "".join(secrets.choice(string.ascii_letters + "/+") for _char in range(40))
     files = {
         "keys/deploy": "# deploy key\n" + private_key(tmp_path),
         "inventory/aws.ini": f"[default]\naws_access_key_id = {key_id}\n"

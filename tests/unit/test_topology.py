@@ -91,7 +91,7 @@ def test_bake_hosts_come_last_and_move_no_other_host():
 def test_a_bake_host_is_tagged_as_packer_tags_its_build_instance():
     """Packer's run_tags: a name and gpufleet:role=bake, no gpufleet:env, which every fleet
     inventory (the lab's `tag:gpufleet:env: lab` included) filters on."""
-    gpu, *_, bake = plan(3, 1, "10.77.0.0/24", "us-east-1", bake_hosts=1).hosts
+    gpu, *_others, bake = plan(3, 1, "10.77.0.0/24", "us-east-1", bake_hosts=1).hosts
     assert host_tags(bake) == {
         "Name": "gpufleet-bake bake-1",
         "gpufleet:role": "bake",

@@ -11,7 +11,7 @@ def test_timer_is_enabled_and_active(host):
 
 def test_metrics_file_says_no_gpu_and_no_ollama(host):
     prom = host.file("/var/lib/node_exporter/textfile/gpufleet_gpu.prom")
-    for _ in range(20):
+    for _attempt in range(20):
         if prom.exists:
             break
         time.sleep(1)

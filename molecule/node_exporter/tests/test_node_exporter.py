@@ -61,7 +61,7 @@ def test_runs_as_its_user_on_the_private_address_only(host):
 
 
 def test_serves_node_and_textfile_gpu_metrics(host):
-    for _ in range(20):
+    for _attempt in range(20):
         text = metrics(host)
         if "gpufleet_gpu_up" in text:
             break

@@ -297,7 +297,7 @@ def log(line: str) -> None:
 
 
 def address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
+    host, _colon, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not ADDRESS:PORT")
     return host, int(port)
@@ -353,7 +353,7 @@ def serve_state(agent: Agent, where: tuple[str, int]) -> ThreadingHTTPServer:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--agent-listen", type=address, required=True)
     parser.add_argument("--http-listen", type=address, required=True)
     parser.add_argument("--ollama", required=True, help="Ollama's base URL")

@@ -95,7 +95,7 @@ def mounts() -> list[Mount]:
     found = []
     with Path("/proc/self/mountinfo").open() as mountinfo:
         for line in mountinfo:
-            before, _, after = line.partition(" - ")
+            before, _dash, after = line.partition(" - ")
             fstype, _source, options = after.split()[:3]
             point = OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), before.split()[4])
             found.append(Mount(Path(point), fstype, tuple(options.split(","))))

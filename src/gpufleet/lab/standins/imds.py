@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--listen", required=True, help="ADDRESS:PORT")
     parser.add_argument("--notices", type=Path, required=True)
     args = parser.parse_args()
-    host, _, port = args.listen.rpartition(":")
+    host, _colon, port = args.listen.rpartition(":")
     server = ThreadingHTTPServer((host, int(port)), handler(args.notices, Tokens()))
     server.daemon_threads = True
     server.serve_forever()

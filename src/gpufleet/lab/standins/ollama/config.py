@@ -32,7 +32,7 @@ def parse_host(value: str | None) -> tuple[str, int]:
     text = re.sub(r"^[a-z]+://", "", text).rstrip("/")
     if not text:
         return "127.0.0.1", DEFAULT_PORT
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    host, _colon, port = text.rpartition(":") if ":" in text else (text, "", "")
     return host or "127.0.0.1", int(port) if port else DEFAULT_PORT
 
 

@@ -288,9 +288,9 @@ def main() -> None:
     args = parser.parse_args()
     models = {}
     for spec in (args.model or ["llama3.1:8b=1MB", "qwen2.5:7b=1MB"]) + args.corrupt:
-        name, _, size = spec.partition("=")
+        name, _equals, size = spec.partition("=")
         models[name] = parse_size(size or "1MB")
-    host, _, port = args.listen.rpartition(":")
+    host, _colon, port = args.listen.rpartition(":")
     corrupt = frozenset(spec.partition("=")[0] for spec in args.corrupt)
     registry = Registry(models, args.files, corrupt)
     print(registry.start(host, int(port)), flush=True)
