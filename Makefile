@@ -21,11 +21,11 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc systemd-container debootstr
 LAB_STATE ?= /var/lib/gpufleet-lab
 LAB_INVENTORY := $(LAB_STATE)/inventory
 
-.PHONY: help deps demo docs test lint unit lab-test clean
+.PHONY: help deps demo docs test lint unit sanity lab-test clean
 
 help:
 	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, take it down"
-	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
+	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, ansible-test sanity on the collection, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
 
@@ -145,6 +145,11 @@ docs: deps
 unit: deps
 	pytest -n 2 --dist loadfile tests/unit tests/standin tests/inventory tests/modules tests/disks tests/aws tests/monitoring
 
+# ansible-test sanity on the collection, as tests/sanity/run.py sets it up (a copy of the
+# tracked files beside the collections it depends on).
+sanity: deps
+	$(PYTHON) tests/sanity/run.py
+
 # The slowest lab tests listed at the end.
 lab-test: deps
 	pytest --durations=20 tests/lab
@@ -154,7 +159,7 @@ lab-test: deps
 # line, even when a phase fails. $(call PHASE,NAME,TARGET)
 TEST_PHASES := .cache/test-phases.jsonl
 PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print-directory $(2)
-# Lint and the unit tests' output while they run beside the lab tests.
+# Lint's, the unit tests' and sanity's output while they run beside the lab tests.
 CHECKS_LOG := .cache/lint-and-unit.log
 
 # Lint and the unit tests run beside the lab tests, whose first minutes (lab up, converging
@@ -164,11 +169,11 @@ test:
 	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES); \
 	trap 'echo "--- where make test'"'"'s time went"; $(PYTHON) benchmarks/suite.py $(TEST_PHASES)' EXIT; \
 	$(call PHASE,deps,deps); \
-	echo "--- lint and unit tests: beside the lab tests, their output in $(CHECKS_LOG) until both end"; \
-	{ $(call PHASE,lint,lint) && $(call PHASE,unit,unit); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	echo "--- lint, unit and sanity tests: beside the lab tests, their output in $(CHECKS_LOG) until they end"; \
+	{ $(call PHASE,lint,lint) && $(call PHASE,unit,unit) && $(call PHASE,sanity,sanity); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
 	lab_status=0; $(call PHASE,lab,lab-test) || lab_status=$$?; \
 	checks_status=0; wait $$checks || checks_status=$$?; \
-	echo "--- lint and unit tests (exit $$checks_status)"; cat $(CHECKS_LOG); \
+	echo "--- lint, unit and sanity tests (exit $$checks_status)"; cat $(CHECKS_LOG); \
 	test $$lab_status -eq 0 && test $$checks_status -eq 0
 
 clean:

@@ -1,6 +1,6 @@
 """make test's phases and their seconds, one JSON object a line, for benchmarks/suite.py.
 
-make times its own phases (deps, lint, unit, lab) with `time`; the lab tests' conftest
+make times its own phases (deps, lint, unit, sanity, lab) with `time`; the lab tests' conftest
 records each test file, each molecule scenario and the lab's shared set-up inside the lab
 phase. Standard library only: make's first phase runs before the virtualenv exists.
 
