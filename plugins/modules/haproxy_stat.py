@@ -37,11 +37,13 @@ options:
     default: /run/haproxy/admin.sock
 attributes:
   check_mode:
-    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
-    description: Returns what changed (or would change, in check mode) in diff mode.
     support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 """
 
 EXAMPLES = r"""

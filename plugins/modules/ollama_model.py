@@ -66,11 +66,13 @@ options:
     default: 3600
 attributes:
   check_mode:
-    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
-    description: Returns what changed (or would change, in check mode) in diff mode.
     support: full
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 """
 
 EXAMPLES = r"""

@@ -43,11 +43,13 @@ options:
     default: ""
 attributes:
   check_mode:
-    description: Runs in check mode and predicts the changed status without changing the target.
     support: full
   diff_mode:
-    description: Returns what changed (or would change, in check mode) in diff mode.
     support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 requirements:
   - Python 3.9 or newer on the host it runs on (zoneinfo), with the system's time zone data.
 """
