@@ -648,15 +648,21 @@ class InventoryModule(AWSInventoryBase):
         regions = [str(region) for region in dict.fromkeys(self._boto3_regions("ec2"))]
         config = self._botocore_config()
         include_sets, exclude_sets = self._filter_sets()
-
-        def query(region: str) -> list[dict[str, Any]]:
-            # Each region's client is made in its thread: making one (0.15 s of botocore's
-            # model loading) overlaps the other regions' calls.
-            client = self.client("ec2", region=region, config=config)
-            return self._query_region(region, client, include_sets, exclude_sets)
-
         with ThreadPoolExecutor(max_workers=min(16, len(regions)) or 1) as pool:
-            results = list(pool.map(query, regions))
+            # A region's query starts as soon as its client is made: amazon.aws makes a boto3
+            # session per client, which loads botocore's model again (0.15 s), so the next
+            # client is made while the regions before it are already asked.
+            queries = [
+                pool.submit(
+                    self._query_region,
+                    region,
+                    self.client("ec2", region=region, config=config),
+                    include_sets,
+                    exclude_sets,
+                )
+                for region in regions
+            ]
+            results = [query.result() for query in queries]
         instances = [instance for region_instances in results for instance in region_instances]
         return sorted(instances, key=lambda i: i["InstanceId"])
 
