@@ -160,9 +160,9 @@ lab-test: deps
 TEST_PHASES := .cache/test-phases.jsonl
 PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print-directory $(2)
 # Lint's, the unit tests' and sanity's output while they run beside the lab tests.
-CHECKS_LOG := .cache/lint-and-unit.log
+CHECKS_LOG := .cache/checks.log
 
-# Lint and the unit tests run beside the lab tests, whose first minutes (lab up, converging
+# Lint, the unit tests and sanity run beside the lab tests, whose first minutes (lab up, converging
 # the fleet) leave a core idle; their output follows the lab's, and any failing fails make test.
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES)
