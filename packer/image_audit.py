@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# The fleet agent's maintenance flag: the build's drain must not travel with the image.
+AGENT_MAINTENANCE_FLAG = "/var/lib/gpufleet-fleet-agent/maintenance"
 HISTORIES = {".bash_history", ".zsh_history", ".python_history", ".lesshst", ".viminfo"}
 # A whole PEM block, armour, body and end: programs such as ssh-keygen carry the armour
 # lines as separate strings, and are not keys.
@@ -130,6 +132,10 @@ def fixed_places(image: Image, build_users: list[str]) -> Iterator[Finding]:
     dbus_id = image.path("/var/lib/dbus/machine-id")
     if dbus_id.is_file() and not dbus_id.is_symlink() and dbus_id.read_text().strip():
         yield Finding("/var/lib/dbus/machine-id", "not empty")
+    if image.path(AGENT_MAINTENANCE_FLAG).exists():
+        yield Finding(
+            AGENT_MAINTENANCE_FLAG, "the fleet agent's drain (every instance would start drained)"
+        )
     cloud = image.path("/var/lib/cloud")
     for state in ("instance", "instances", "data", "sem"):
         if (cloud / state).exists() and any((cloud / state).iterdir()):
