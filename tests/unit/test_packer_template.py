@@ -2,6 +2,7 @@
 validate the amazon-ebs source of a modern template), and 1.6.6's own validation of the rest:
 the files without the required_plugins block, as gpufleet bake stages them."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -142,7 +143,21 @@ def test_every_variable_is_described_and_the_constrained_ones_validated():
         "ollama_version",
         "ollama_release_sha256",
         "models",
+        "lb_cidrs",
+        "ops_cidrs",
+        "monitoring_cidrs",
     } <= validated
+
+
+# The firewall's ranges every bake must be given (the VPC's subnets).
+RANGES = (
+    '-var=lb_cidrs=["10.0.1.0/24"]',
+    '-var=ops_cidrs=["10.0.9.0/24"]',
+    '-var=monitoring_cidrs=["10.0.8.0/24"]',
+)
+
+
+RANGES_AND_SHA = ("-var=lb_cidrs", "-var=ops_cidrs", "-var=monitoring_cidrs", "-var=ollama_release")
 
 
 def packer(*args, cwd):
@@ -182,11 +197,23 @@ def ssh_source_args(tmp_path_factory):
             f"-var=ollama_release_sha256={SHA}",
             "-var=ssh_host=10.77.0.11",
             f"-var=ssh_private_key_file={key}",
+            *RANGES,
             *extra,
             ".",
         ]
 
     return args
+
+
+def test_an_image_without_the_firewalls_ranges_is_refused_naming_them(staged, ssh_source_args):
+    """Packer refuses to bake before any instance is launched; the playbook's own check is
+    proven by the lab's bake (tests/lab/test_bake.py)."""
+    args = [a for a in ssh_source_args() if not a.startswith(("-var=lb_cidrs", "-var=ops_cidrs"))]
+    result = packer(*args, cwd=staged)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert 'Unset variable "lb_cidrs"' in output, output
+    assert 'Unset variable "ops_cidrs"' in output, output
 
 
 def test_packer_1_6_validates_the_ssh_build(staged, ssh_source_args):
@@ -209,9 +236,26 @@ def test_validate_reads_the_ssh_build_it_is_given(staged, ssh_source_args):
         ("nvidia_driver_module_flavor=auto", "nvidia_driver_module_flavor must be open or"),
         ("ollama_version=latest", "ollama_version must be X.Y.Z"),
         ('builder_cidrs=["203.0.113.7"]', "Each of builder_cidrs must be a CIDR"),
+        ("lb_cidrs=[]", "The lb_cidrs must list at least one CIDR"),
+        ('monitoring_cidrs=["10.0.9.5"]', "The monitoring_cidrs must list at least one CIDR"),
     ],
 )
 def test_a_bad_variable_fails_validation_naming_it(staged, ssh_source_args, variable, message):
     result = packer(*ssh_source_args(f"-var={variable}"), cwd=staged)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_the_bake_workflow_bakes_with_the_committed_vars_file(staged, ssh_source_args):
+    """The workflow's --var-file is in the repository, and with it and the variables the
+    workflow sets the template validates: a bake on a version tag runs as shipped."""
+    workflow = (PACKER_DIR.parent / ".github/workflows/bake.yml").read_text()
+    var_files = re.findall(r"--var-file (\S+)", workflow)
+    assert var_files == ["packer/ci.pkrvars.hcl"]
+    ci_vars = PACKER_DIR.parent / var_files[0]
+    extra_files = re.findall(r'"(packer/[^"]+)"', ci_vars.read_text())
+    assert extra_files and all((PACKER_DIR.parent / f).exists() for f in extra_files)
+    args = [a for a in ssh_source_args() if not a.startswith(RANGES_AND_SHA)]
+    args[-1:-1] = [f"-var-file={ci_vars}", f"-var=ollama_release_sha256={SHA}"]
+    result = packer(*args, cwd=staged)
+    assert result.returncode == 0, result.stdout + result.stderr
