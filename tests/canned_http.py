@@ -39,7 +39,7 @@ def canned_http(replies: dict[str, Reply]) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(reply.body)
 
-        do_GET = do_POST = do_DELETE = _answer
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -4,15 +4,18 @@ driver for. A bake host (`lab up --bake-hosts 1`) is Packer's build instance: no
 inventory lists it, so the fleet's playbooks run beside its bake.
 
 Packer then runs the image's own provisioners on it: playbooks/bake.yml, sysprep last, and
-the image audit. Afterwards no one can log in (sysprep removed the keys): `lab reset` gives
-the host a fresh disk.
+the image audit. Afterwards no one can log in (sysprep removed the keys): the lab audits the
+disk again from outside, keeps it as an image (lab/images.py) and gives the host a fresh disk.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
-from gpufleet.bake import BakeRequest
+from gpufleet.bake import REPO, BakeRequest
 from gpufleet.lab import LabError
 from gpufleet.lab.topology import LabPaths, LabTopology
 
@@ -42,6 +45,10 @@ def bake_request(
         "ollama_release_sha256": lab_vars["ollama_release_sha256"],
         "models": json.dumps(models),
         "ansible_extra_vars_files": json.dumps([str(paths.lab_vars)]),
+        # Who an instance of the image lets in: the lab's LB, ops and monitoring addresses.
+        "lb_cidrs": json.dumps(lab_vars["fleet_lb_cidrs"]),
+        "ops_cidrs": json.dumps(lab_vars["fleet_ops_cidrs"]),
+        "monitoring_cidrs": json.dumps(lab_vars["fleet_monitoring_cidrs"]),
         "ansible_extra_arguments": json.dumps(
             [
                 f"--ssh-common-args=-F {paths.ssh_config}",
@@ -55,3 +62,19 @@ def bake_request(
         variables=variables,
         manifest=paths.state / "bake" / "packer-manifest.json",
     )
+
+
+def audit_from_outside(root: Path) -> str:
+    """The image audit (packer/image_audit.py) on the baked disk, read as one reads an AMI's
+    snapshot: "clean", or "failed: " with its first finding and how many there are."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "packer" / "image_audit.py"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line.removeprefix("image audit: ") for line in result.stdout.splitlines()]
+    if result.returncode == 0:
+        return "clean"
+    findings = lines[:-1] or [result.stderr.strip() or f"exit status {result.returncode}"]
+    return f"failed: {findings[0]} ({len(findings)} findings)"

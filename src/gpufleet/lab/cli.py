@@ -15,9 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-from gpufleet import bake
+from gpufleet import bake, tags
 from gpufleet.bake import BakeError
-from gpufleet.lab import LabError, bake_host, front_door, lab, monitoring, point_release
+from gpufleet.lab import (
+    LabError,
+    bake_host,
+    front_door,
+    hosts,
+    images,
+    lab,
+    monitoring,
+    point_release,
+)
+from gpufleet.lab.launch import LaunchRequest
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
 
@@ -62,6 +72,26 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="models to preload, comma-separated (default: the host's gpufleet:model tag; "
         "on a bake host, every model the lab's GPU hosts serve)",
+    )
+    actions.add_parser("images", help="list the images bakes kept, with their audit verdicts")
+    launch = actions.add_parser(
+        "launch",
+        help="launch GPU hosts from an image, as EC2 does: a new disk, empty NVMe disks, a new "
+        "address, no playbook; they serve on their own",
+    )
+    launch.add_argument("--image", required=True, metavar="AMI", help="an image of `lab images`")
+    launch.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    launch.add_argument("--pool", default="chat", help="their gpufleet:pool (default chat)")
+    launch.add_argument(
+        "--model", default="", help="their gpufleet:model (default: the image's first)"
+    )
+    launch.add_argument(
+        "--lifecycle", default="on-demand", help="spot or on-demand (default on-demand)"
+    )
+    launch.add_argument(
+        "--nvme-disks",
+        default="1",
+        help="instance-store NVMe disks per host, cycled over them: 1 (the default), or 1,0",
     )
     notice = actions.add_parser(
         "spot-notice", help="give a host a spot interruption notice from the lab's IMDS"
@@ -178,6 +208,18 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
     if args.action == "bake":
         return _lab_bake(paths, topology, args.host, args.models)
+    if args.action == "images":
+        return _lab_images(paths)
+    if args.action == "launch":
+        request = LaunchRequest(
+            args.image,
+            args.count,
+            args.pool,
+            args.model,
+            args.lifecycle,
+            disk_counts(args.nvme_disks) or (1,),
+        )
+        return _lab_launch(paths, request)
     if args.action == "load":
         return _lab_load(paths, topology, args.models, args.seconds, args.concurrency, args.during)
     if args.action == "front-door":
@@ -197,11 +239,49 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
 
 
 def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) -> int:
+    """Bake, then keep the disk as an image with the audit's verdict read from outside,
+    whether or not the bake succeeded (a failed one is kept to be read, not launched)."""
     chosen = [m for m in models.split(",") if m] or bake_host.default_models(topology, name)
     request = bake_host.bake_request(paths, topology, name, chosen)
     started = time.monotonic()
-    bake.bake(request)
-    print(f"lab bake: {name} baked in {time.monotonic() - started:.0f} s; `lab reset {name}` next")
+    failure: BakeError | None = None
+    try:
+        bake.bake(request)
+    except BakeError as exc:
+        failure = exc
+    seconds = time.monotonic() - started
+    audit = bake_host.audit_from_outside(hosts.HostFiles(paths, name).merged)
+    image_tags = images.manifest_tags(request.manifest) if failure is None else {}
+    image_tags.setdefault(images.MODELS_TAG, " ".join(chosen))
+    image_tags.setdefault(tags.ROLE, "gpu")
+    image = lab.keep_image(paths, topology, name, image_tags, audit)
+    print(
+        f"lab bake: {name} baked in {seconds:.0f} s: image {image.image_id} "
+        f"(audit {image.audit}); {name} has a fresh disk"
+    )
+    if failure is not None:
+        raise failure
+    return 0 if image.launchable else 1
+
+
+def _lab_images(paths: LabPaths) -> int:
+    for image in images.listed(paths):
+        print(
+            f"  {image.image_id}  {image.name:<32} from {image.source_host:<6} "
+            f"models {','.join(image.models):<30} audit {image.audit}"
+        )
+    return 0
+
+
+def _lab_launch(paths: LabPaths, request: LaunchRequest) -> int:
+    started = time.monotonic()
+    launched = lab.launch(paths, request)
+    for host in launched:
+        print(
+            f"lab launch: {host.name} at {host.address} from {host.image} "
+            f"({host.pool}, {host.model}, {host.lifecycle}, {host.nvme_disks} NVMe disks)"
+        )
+    print(f"lab launch: {len(launched)} hosts up in {time.monotonic() - started:.1f} s")
     return 0
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from gpufleet.lab.system import run
 from gpufleet.lab.topology import LabHost, LabPaths, size_bytes
 
+# How udev names an instance-store disk in /dev/disk/by-id, before its serial number.
+INSTANCE_STORE_ID = "nvme-Amazon_EC2_NVMe_Instance_Storage_AWS"
+
 
 def images(paths: LabPaths, host: LabHost) -> list[Path]:
     return [paths.host_dir(host.name) / f"nvme{i}.img" for i in range(1, host.nvme_disks + 1)]
@@ -50,12 +53,27 @@ def ensure(paths: LabPaths, host: LabHost, size: str) -> list[str]:
     return devices
 
 
-def nspawn_options(host: LabHost, loops: list[str]) -> list[str]:
-    """Bind each loop device in as the host's NVMe disk; mounting it needs CAP_SYS_ADMIN."""
+def nspawn_options(paths: LabPaths, host: LabHost, loops: list[str]) -> list[str]:
+    """Bind each loop device in as the host's NVMe disk; mounting it needs CAP_SYS_ADMIN. A
+    host launched from an image finds its disks as an instance does, by udev's by-id links
+    (the image's model store is told no device names), which the lab makes for it."""
     if not loops:
         return []
     binds = [f"--bind={loop}:{name}" for loop, name in zip(loops, names_inside(host), strict=True)]
+    if host.image:
+        binds.append(f"--bind-ro={_by_id_links(paths, host)}:/dev/disk/by-id")
     return [*binds, "--capability=CAP_SYS_ADMIN"]
+
+
+def _by_id_links(paths: LabPaths, host: LabHost) -> Path:
+    """/dev/disk/by-id as udev names EC2's instance-store disks, each linking to its device."""
+    directory = paths.host_dir(host.name) / "by-id"
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names_inside(host), start=1):
+        link = directory / f"{INSTANCE_STORE_ID}{host.name.replace('-', '')}{index}"
+        if not link.is_symlink():
+            link.symlink_to(f"../../{Path(name).name}")
+    return directory
 
 
 def detach_below(state: Path) -> None:

@@ -62,7 +62,7 @@ def stop_server(ec2_dir: Path) -> None:
 def seed(topology: LabTopology) -> None:
     """Describe every lab host as an instance; instances already there are kept."""
     ec2 = client(topology)
-    existing = _lab_instances(ec2)
+    existing = lab_instances(ec2)
     missing = [h for h in topology.hosts if h.name not in existing]
     if missing:
         subnets = _ensure_subnets(ec2, topology)
@@ -72,7 +72,7 @@ def seed(topology: LabTopology) -> None:
     _ensure_baked_image(ec2, topology)
 
 
-def _lab_instances(ec2: Any) -> dict[str, str]:
+def lab_instances(ec2: Any) -> dict[str, str]:
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[
             {"Name": "tag-key", "Values": [LAB_HOST_TAG]},
@@ -86,6 +86,14 @@ def _lab_instances(ec2: Any) -> dict[str, str]:
                 tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
                 found[tags[LAB_HOST_TAG]] = instance["InstanceId"]
     return found
+
+
+def launch(topology: LabTopology, hosts: list[LabHost]) -> None:
+    """Launch hosts as instances of their image (LabHost.image), as `lab launch` does."""
+    ec2 = client(topology)
+    subnets = _ensure_subnets(ec2, topology)
+    for host in hosts:
+        _run_instance(ec2, host, subnets[host.az_index], host.image)
 
 
 def _ensure_subnets(ec2: Any, topology: LabTopology) -> list[str]:
@@ -152,7 +160,7 @@ def _ensure_baked_image(ec2: Any, topology: LabTopology) -> None:
     """An AMI shaped like one our Packer bake produces, made from the first GPU host."""
     if ec2.describe_images(Filters=[{"Name": "name", "Values": [BAKED_IMAGE_NAME]}])["Images"]:
         return
-    instances = _lab_instances(ec2)
+    instances = lab_instances(ec2)
     source = next((h.name for h in topology.hosts if h.role == "gpu"), topology.hosts[0].name)
     image = ec2.create_image(
         InstanceId=instances[source],

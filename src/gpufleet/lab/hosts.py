@@ -51,20 +51,22 @@ def ensure_identity(files: HostFiles, host: LabHost) -> str:
 
 def ensure_overlay(
     files: HostFiles,
-    rootfs: Path,
+    lower: str,
     topology: LabTopology,
     host: LabHost,
     authorized_key: str,
     package_cache: Path,
 ) -> None:
-    """Mount the host's overlay and write what makes it this host: name, keys, /etc/hosts.
-    A fresh host gets the lab's cached packages in its apt archive."""
+    """Mount the host's overlay over lower (the rootfs, or an image's disk over it) and write
+    what makes it this host: name, keys, /etc/hosts. A fresh host of the rootfs gets the lab's
+    cached packages in its apt archive and the lab's host key; one launched from an image makes
+    its own host keys at first boot."""
     if mounted(files.merged):
         return
     for directory in (files.upper, files.work, files.merged):
         directory.mkdir(parents=True, exist_ok=True)
     fresh = not any(files.upper.iterdir())
-    if fresh:
+    if fresh and not host.image:
         apt_cache.seed(package_cache, files.upper)
     run(
         [
@@ -73,7 +75,7 @@ def ensure_overlay(
             "overlay",
             "overlay",
             "-o",
-            f"lowerdir={rootfs},upperdir={files.upper},workdir={files.work}",
+            f"lowerdir={lower},upperdir={files.upper},workdir={files.work}",
             str(files.merged),
         ]
     )
@@ -90,9 +92,10 @@ def _personalise(
     hosts_lines = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", ""]
     hosts_lines[2:2] = [f"{h.address} {h.name}" for h in topology.hosts]
     (etc / "hosts").write_text("\n".join(hosts_lines) + "\n")
-    for suffix, mode in (("", 0o600), (".pub", 0o644)):
-        source = files.host_key.with_name(files.host_key.name + suffix)
-        _write_file(etc / "ssh" / source.name, source.read_bytes(), mode)
+    if not host.image:
+        for suffix, mode in (("", 0o600), (".pub", 0o644)):
+            source = files.host_key.with_name(files.host_key.name + suffix)
+            _write_file(etc / "ssh" / source.name, source.read_bytes(), mode)
     ssh_dir = files.merged / "home" / SSH_USER / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(authorized_key)
@@ -107,6 +110,17 @@ def _write_file(path: Path, content: bytes, mode: int) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(descriptor, "wb") as out:
         out.write(content)
+
+
+def own_host_key(files: HostFiles, host: LabHost) -> str | None:
+    """The known_hosts line of the host key a launched host made at its first boot, read from
+    its disk (as EC2's console output shows it); None until it is there."""
+    public = files.merged / "etc" / "ssh" / "ssh_host_ed25519_key.pub"
+    try:
+        key_type, key_body = public.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return f"{host.address},{host.name} {key_type} {key_body}"
 
 
 def nspawn_argv(files: HostFiles, host: LabHost, extra: list[str]) -> list[str]:

@@ -71,6 +71,7 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
     and sha256 as in production, and the lab registry for bare model names (a stand-in-only
     setting)."""
     base = f"http://{topology.gateway}:{topology.registry_port}"
+    imds_url = f"http://{topology.gateway}:{topology.imds_port}"
     newest, exporter = artifacts["ollama"][0], artifacts["node_exporter"]
     cuda_repo = f"{base}/files/{artifacts['cuda_repo']['path']}/"
     return {
@@ -111,6 +112,11 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "fleet_ops_cidrs": [f"{topology.gateway}/32"],
         "fleet_monitoring_cidrs": [f"{topology.gateway}/32"],
         "fleet_client_cidrs": [topology.subnet],
-        # The lab's IMDS stand-in, where `gpufleet lab spot-notice` gives hosts notices.
-        "fleet_agent_imds_url": f"http://{topology.gateway}:{topology.imds_port}",
+        # The lab's IMDS stand-in, where `gpufleet lab spot-notice` gives hosts notices and
+        # the boot-time code finds the host's address.
+        "fleet_agent_imds_url": imds_url,
+        "instance_runtime_imds_url": imds_url,
+        # The LB hosts' networks an image's firewall lets reach Ollama: in AWS the LB subnets,
+        # here each LB host's address, the lab's subnet being every host's.
+        "fleet_lb_cidrs": [f"{h.address}/32" for h in topology.hosts if h.role == "lb"],
     }

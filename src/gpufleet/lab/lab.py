@@ -22,10 +22,12 @@ from gpufleet.lab import (
     ec2,
     front_door,
     hosts,
+    images,
     inventory,
     network,
     rootfs,
 )
+from gpufleet.lab.launch import LaunchRequest, plan_hosts, with_hosts
 from gpufleet.lab.standins import imds
 from gpufleet.lab.system import (
     free_port,
@@ -227,8 +229,8 @@ def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
         )
         network.check_subnet_is_free(topology)
         return topology
-    gpu = [h for h in current.hosts if h.role == "gpu"]
-    running = Counter(h.role for h in current.hosts)
+    gpu = [h for h in current.hosts if h.role == "gpu" and not h.image]
+    running = Counter(h.role for h in current.hosts if not h.image)
     wanted = plan(
         running["gpu"] if request.gpu_hosts is None else request.gpu_hosts,
         running["lb"] if request.lb_hosts is None else request.lb_hosts,
@@ -239,7 +241,7 @@ def _resolve(paths: LabPaths, request: UpRequest) -> LabTopology:
         running["bake"] if request.bake_hosts is None else request.bake_hosts,
     )
     if (wanted.hosts, wanted.region, wanted.nvme_size) != (
-        current.hosts,
+        [h for h in current.hosts if not h.image],
         current.region,
         current.nvme_size,
     ):
@@ -267,16 +269,25 @@ def _ensure_ssh_key(paths: LabPaths) -> str:
     return paths.ssh_key.with_suffix(".pub").read_text()
 
 
+def _lower(paths: LabPaths, host: LabHost, rootfs_dir: Path) -> str:
+    """What a host's disk lies over: the rootfs, or its image's disk over the rootfs."""
+    return (
+        images.lower_dirs(paths, images.find(paths, host.image)) if host.image else str(rootfs_dir)
+    )
+
+
 def _bring_up_host(
-    paths: LabPaths, topology: LabTopology, host: LabHost, lower: Path, authorized_key: str
+    paths: LabPaths, topology: LabTopology, host: LabHost, rootfs_dir: Path, authorized_key: str
 ) -> str:
+    """Start the host; return its known_hosts line (a launched host's once it made its key)."""
     files = hosts.HostFiles(paths, host.name)
-    known_host = hosts.ensure_identity(files, host)
+    known_host = "" if host.image else hosts.ensure_identity(files, host)
     network.ensure_host_link(topology, host)
+    lower = _lower(paths, host, rootfs_dir)
     hosts.ensure_overlay(files, lower, topology, host, authorized_key, paths.cache)
     loops = disks.ensure(paths, host, topology.nvme_size)
-    hosts.start(files, host, disks.nspawn_options(host, loops))
-    return known_host
+    hosts.start(files, host, disks.nspawn_options(paths, host, loops))
+    return known_host or hosts.own_host_key(files, host) or ""
 
 
 def wait_for_ssh(paths: LabPaths, topology: LabTopology, names: list[str]) -> None:
@@ -311,7 +322,7 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     known_hosts = [
         _bring_up_host(paths, topology, h, lower, authorized_key) for h in topology.hosts
     ]
-    paths.known_hosts.write_text("\n".join(known_hosts) + "\n")
+    paths.known_hosts.write_text("\n".join(line for line in known_hosts if line) + "\n")
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port)
     ec2.seed(topology)
@@ -354,6 +365,62 @@ def _built_once(paths: LabPaths, name: str, build: Callable[[LabPaths], Any]) ->
     return json.loads(record.read_text())
 
 
+# --- images and launch ------------------------------------------------------------------------
+
+
+def keep_image(
+    paths: LabPaths, topology: LabTopology, name: str, image_tags: dict[str, str], audit: str
+) -> images.Image:
+    """Keep a baked host's disk as an image, then give the host a fresh disk."""
+    host = topology.host(name)
+    files = hosts.HostFiles(paths, name)
+    hosts.stop(files, host.netns)
+    hosts.unmount(files)
+    image = images.keep(
+        paths, topology, name, files.upper, rootfs.ensure_rootfs(paths.cache), image_tags, audit
+    )
+    reset(paths, [name])
+    return image
+
+
+def launch(paths: LabPaths, request: LaunchRequest) -> list[LabHost]:
+    """New hosts from an image, checked first: with a bad request nothing is made."""
+    check_prerequisites()
+    topology = load(paths)
+    if topology is None:
+        raise LabError("the lab is not up: run `gpufleet lab up` first")
+    launched = plan_hosts(topology, images.find(paths, request.image_id), request)
+    topology = with_hosts(topology, launched)
+    _save(paths, topology)
+    lower = rootfs.ensure_rootfs(paths.cache)
+    authorized_key = _ensure_ssh_key(paths)
+    for host in launched:
+        _bring_up_host(paths, topology, host, lower, authorized_key)
+    ec2.launch(topology, launched)
+    topology, artifacts = _ensure_downloads(paths, topology)
+    inventory.write(paths, topology, artifacts)
+    _learn_host_keys(paths, launched)
+    wait_for_ssh(paths, topology, [h.name for h in launched])
+    return launched
+
+
+def _learn_host_keys(paths: LabPaths, launched: list[LabHost]) -> None:
+    """Pin each launched host's own key once its first boot made it."""
+    lines = []
+    for host in launched:
+        files = hosts.HostFiles(paths, host.name)
+        if not wait_until(
+            lambda f=files, h=host: hosts.own_host_key(f, h) is not None, SSH_READY_SECONDS
+        ):
+            raise LabError(
+                f"{host.name} made no SSH host key within {SSH_READY_SECONDS:.0f} s of its first "
+                f"boot: see {files.console}"
+            )
+        lines.append(hosts.own_host_key(files, host))
+    with paths.known_hosts.open("a") as known_hosts:
+        known_hosts.write("\n".join(lines) + "\n")
+
+
 # --- reset and down ---------------------------------------------------------------------------
 
 
@@ -363,7 +430,14 @@ def reset(paths: LabPaths, names: list[str]) -> None:
     topology = load(paths)
     if topology is None:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
-    targets = [topology.host(n) for n in names] if names else topology.hosts
+    targets = (
+        [topology.host(n) for n in names] if names else [h for h in topology.hosts if not h.image]
+    )
+    launched = [h.name for h in targets if h.image]
+    if launched:
+        raise LabError(
+            f"{', '.join(launched)} launched from an image: launch another rather than reset it"
+        )
     lower = rootfs.ensure_rootfs(paths.cache)
     authorized_key = _ensure_ssh_key(paths)
 
@@ -397,6 +471,8 @@ def down(paths: LabPaths) -> list[str]:
     for host_dir in host_dirs:
         apt_cache.collect(paths.cache, hosts.HostFiles(paths, host_dir.name).upper)
     ec2.stop_server(paths.ec2_dir)
+    # The images' AMIs were the EC2 API's, which is gone.
+    images.remove_all(paths)
     downloads.stop_registry(paths)
     imds.stop(paths)
     for mount_point in sorted(mounts_below(paths.state), key=lambda p: len(p.parts), reverse=True):

@@ -107,6 +107,8 @@ class LabHost:
     model: str = ""
     alias: str = ""
     nvme_disks: int = 0
+    # The lab image it was launched from (`lab launch`); empty for a host `lab up` made.
+    image: str = ""
 
     @property
     def netns(self) -> str:

@@ -8,6 +8,8 @@ which tells hosts apart by their source address, as each instance has its own IM
   with 403, as IMDSv2 refuses tokens through proxies.
 - GET /latest/meta-data/... needs a valid X-aws-ec2-metadata-token, else 401 (IMDSv2
   required, as gpufleet's launch templates set it).
+- GET /latest/meta-data/local-ipv4: the host's private address (its source address), which
+  the image's boot-time code binds the services to.
 - GET /latest/meta-data/spot/instance-action: {"action": "terminate", "time": ...} once a
   spot interruption is noticed, 404 before; .../events/recommendations/rebalance:
   {"noticeTime": ...} likewise. `gpufleet lab spot-notice HOST` gives a host either.
@@ -47,6 +49,7 @@ NOTICE_PATHS = {
     "/latest/meta-data/spot/instance-action": "spot",
     "/latest/meta-data/events/recommendations/rebalance": "rebalance",
 }
+LOCAL_IPV4_PATH = "/latest/meta-data/local-ipv4"
 # A spot interruption notice comes two minutes before the instance is stopped.
 SPOT_WARNING = timedelta(minutes=2)
 
@@ -105,6 +108,9 @@ def handler(notices: Path, tokens: Tokens) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if not tokens.valid(self.headers.get(TOKEN_HEADER)):
                 self.reply(401)
+                return
+            if self.path == LOCAL_IPV4_PATH:
+                self.reply(200, self.client_address[0])
                 return
             kind = NOTICE_PATHS.get(self.path)
             found = notice_path(notices, self.client_address[0], kind) if kind else None
