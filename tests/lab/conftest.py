@@ -10,6 +10,7 @@ import shutil
 import time
 import warnings
 
+import baking
 import phases
 import pytest
 from fleet import LB, LLAMA, QWEN, lb_vars, playbook, statuses, target, wait_for
@@ -118,3 +119,10 @@ def fleet(lab: dict) -> dict:
         stream_once(target(fleet), "generate", model, 1, 0)
     wait_for(lambda: statuses("gpu-1") == {"UP"}, 30)
     return fleet
+
+
+@pytest.fixture(scope="session")
+def baked(lab: dict) -> dict:
+    """The run's one bake, kept as an image (tests/lab/baking.py): the bake tests read it,
+    the launch tests launch hosts from it."""
+    return baking.bake()

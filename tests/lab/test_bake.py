@@ -10,18 +10,17 @@ the patch window's check before a reboot reads the real `dkms status` on it."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import repo_scripts
-from labctl import ansible_playbook, gpufleet, on_host
+from baking import HOST, MODELS
+from labctl import ansible_playbook, ec2_client, gpufleet, on_host
 
+from gpufleet.lab import images
 from gpufleet.lab.topology import LabPaths
 
 pytestmark = pytest.mark.lab_after_scenarios
 audit = repo_scripts.load("packer/image_audit.py")
-HOST = "gpu-3"
-MODELS = ["qwen2.5:7b", "nomic-embed-text"]
 
 
 DRIVER_PLAYBOOK = f"""
@@ -69,34 +68,6 @@ def test_a_patch_refuses_to_reboot_into_a_kernel_the_nvidia_module_is_not_built_
     assert "The host is not rebooted and stays drained" in output
 
 
-def read_lines_as_they_come(process):
-    """Each output line with the second it arrived."""
-    started = time.monotonic()
-    for line in process.stdout:
-        yield time.monotonic() - started, line.rstrip("\n")
-
-
-@pytest.fixture(scope="module")
-def baked(lab):
-    """gpu-3 baked as an image would be (`gpufleet lab bake`); given a fresh disk afterwards.
-
-    It starts where the nvidia_driver scenario left gpu-3, with the driver that scenario built
-    from a fresh disk, and proven idempotent, and so builds the driver once per run, not
-    twice; every other role converges from fresh. Run alone, it bakes a fresh gpu-3 whole.
-    """
-    argv = [sys.executable, "-m", "gpufleet.cli", "lab", "bake", HOST, "--models", ",".join(MODELS)]
-    started = time.monotonic()
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    lines = list(read_lines_as_they_come(process))
-    status = process.wait(timeout=1800)
-    seconds = time.monotonic() - started
-    manifest = LabPaths.from_environment().state / "bake" / "packer-manifest.json"
-    yield {"status": status, "lines": lines, "seconds": seconds, "manifest": manifest}
-    gpufleet("lab", "reset", HOST)
-
-
 def output(baked):
     return "\n".join(line for _second, line in baked["lines"])
 
@@ -119,12 +90,26 @@ def test_packers_output_is_streamed_as_it_comes(baked):
     assert baked["seconds"] - first_play > 60
 
 
-def merged():
-    return LabPaths.from_environment().host_dir(HOST) / "merged"
+def test_the_bake_is_kept_as_an_image_in_the_local_ec2_api_with_its_tags(lab, baked):
+    """The AMI as the bake's manifest tagged it, its audit verdict, and the host given a
+    fresh disk (it answers SSH with the lab's key again)."""
+    image = ec2_client(lab).describe_images(ImageIds=[baked["image"]])["Images"][0]
+    image_tags = {t["Key"]: t["Value"] for t in image["Tags"]}
+    assert image_tags["gpufleet:models"] == " ".join(MODELS)
+    assert image_tags["gpufleet:role"] == "gpu"
+    assert image_tags["gpufleet:audit"] == "clean"
+    assert image_tags["gpufleet:ollama"] and image_tags["gpufleet:baked-at"]
+    listed = gpufleet("lab", "images").stdout
+    assert baked["image"] in listed and "audit clean" in listed
+    assert on_host(HOST, "cat /etc/machine-id").strip()
 
 
 def test_the_images_disk_read_from_outside_is_clean_and_holds_the_bake(baked):
-    image = merged()
+    with images.mounted(LabPaths.from_environment(), baked["image"]) as image:
+        read_the_image(image)
+
+
+def read_the_image(image):
     findings, used = audit.audit(audit.Image(image), [])
     assert findings == []
     assert (image / "etc/machine-id").read_text() == ""
@@ -133,26 +118,25 @@ def test_the_images_disk_read_from_outside_is_clean_and_holds_the_bake(baked):
     seed = json.loads((image / "opt/gpufleet/models-seed/gpufleet-seed.json").read_text())
     assert sorted(seed["models"]) == sorted(f"{m}:latest" if ":" not in m else m for m in MODELS)
     assert list(image.glob("lib/modules/*/updates/dkms/nvidia-current.ko"))
-    assert (image / "etc/systemd/system/gpufleet-ssh-host-keys.service").exists()
+    for unit in ("gpufleet-ssh-host-keys", "gpufleet-instance-address", "gpufleet-fleet-agent"):
+        assert (image / f"etc/systemd/system/{unit}.service").exists(), unit
+    assert "Ollama API" in (image / "etc/nftables.conf").read_text()
     print(f"the image's files take {used / 1e9:.2f} GB")
 
 
 def test_the_audit_from_outside_fails_on_what_must_not_be_there(baked):
-    planted = merged() / "home/admin/.aws/credentials"
+    paths = LabPaths.from_environment()
+    planted = images.disk(paths, baked["image"]) / "home/admin/.aws/credentials"
     planted.parent.mkdir(parents=True)
     planted.write_text("[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n")
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(repo_scripts.REPO / "packer/image_audit.py"),
-                "--root",
-                str(merged()),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with images.mounted(paths, baked["image"]) as image:
+            result = subprocess.run(
+                [sys.executable, str(repo_scripts.REPO / "packer/image_audit.py"), "--root", image],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
     finally:
         planted.unlink()
         planted.parent.rmdir()
