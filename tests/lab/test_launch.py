@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ SEED_MODELS = {"qwen2.5:7b", "nomic-embed-text:latest"}
 
 @pytest.fixture(scope="module")
 def launched(lab, baked):
-    """Two hosts from the image: the first with one NVMe disk, the second with none."""
+    """Two hosts from the image: the first with one NVMe disk, the second with none; then
+    loadbalancer.yml, in the background, over the fleet they joined."""
     assert baked["image"], "the bake kept no image"
     started = time.monotonic()
     result = gpufleet(
@@ -59,11 +61,15 @@ def launched(lab, baked):
     )
     names = [line.split()[2] for line in result.stdout.splitlines() if " at " in line]
     topology = lab_topology()
-    return {
-        "seconds": time.monotonic() - started,
-        "hosts": [topology.host(name) for name in names],
-        "output": result.stdout,
-    }
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # The LB converges over the fleet they joined while the checks of the hosts run.
+        lb_converged = background.submit(playbook, lab, "loadbalancer.yml", *lb_vars())
+        yield {
+            "seconds": time.monotonic() - started,
+            "hosts": [topology.host(name) for name in names],
+            "output": result.stdout,
+            "lb_converged": lb_converged,
+        }
 
 
 def lab_topology():
@@ -132,20 +138,38 @@ def test_the_agent_answers_haproxys_check_from_the_lb_only(launched):
         )
         answer = on_host(LB, f'python3 -c "{probe}"').strip()
         assert answer.endswith("%") and "maint" not in answer and "drain" not in answer, answer
-        assert reach_from("gpu-1", host.address, AGENT_CHECK) == "timeout"
+    refused = reached({("gpu-1", h.address, AGENT_CHECK) for h in launched["hosts"]})
+    assert set(refused.values()) == {"timeout"}, refused
+
+
+def reached(probes: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], str]:
+    """Each probe (from a lab host, or "controller") at once: a dropped one waits its timeout."""
+
+    def probe(where: tuple[str, str, int]) -> str:
+        source, address, port = where
+        if source == "controller":
+            return reach_from_controller(address, port)
+        return reach_from(source, address, port)
+
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        return dict(zip(probes, pool.map(probe, probes), strict=True))
 
 
 def test_ollama_answers_the_lb_only_and_node_exporter_monitoring_only(launched):
+    """The controller is the lab's ops and monitoring host, not an LB."""
+    expected = {}
     for host in launched["hosts"]:
-        assert reach_from(LB, host.address, OLLAMA) == "open"
-        assert reach_from("gpu-1", host.address, OLLAMA) == "timeout"
-        # The controller is the lab's ops and monitoring host, not an LB.
-        assert reach_from_controller(host.address, OLLAMA) == "timeout"
+        expected[(LB, host.address, OLLAMA)] = "open"
+        expected[("gpu-1", host.address, OLLAMA)] = "timeout"
+        expected[("controller", host.address, OLLAMA)] = "timeout"
+        expected[("controller", host.address, NODE_EXPORTER)] = "open"
+        expected[(LB, host.address, NODE_EXPORTER)] = "timeout"
+    assert reached(set(expected)) == expected
+    for host in launched["hosts"]:
         metrics = urllib.request.urlopen(
             f"http://{host.address}:{NODE_EXPORTER}/metrics", timeout=5
         )
-        assert metrics.status == 200
-        assert reach_from(LB, host.address, NODE_EXPORTER) == "timeout"
+        assert metrics.status == 200 and b"node_uname_info" in metrics.read()
 
 
 def test_each_has_its_own_ssh_host_key_and_machine_id(launched):
@@ -160,7 +184,7 @@ def test_each_has_its_own_ssh_host_key_and_machine_id(launched):
 
 
 def test_after_loadbalancer_yml_the_official_clients_requests_reach_them(lab, launched):
-    playbook(lab, "loadbalancer.yml", *lb_vars())
+    launched["lb_converged"].result(timeout=600)
     names = {h.name for h in launched["hosts"]}
     fleet = {"lb": next(h["address"] for h in lab["hosts"] if h["name"] == LB)}
 

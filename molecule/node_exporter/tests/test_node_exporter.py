@@ -1,5 +1,5 @@
 """node exporter from its release archive on lab hosts, with the GPU metrics beside it:
-plain HTTP on gpu-2, TLS with basic auth on lb-1."""
+plain HTTP on gpu-2, TLS with basic auth on gpu-1."""
 
 import json
 import re
