@@ -298,3 +298,24 @@ def wait_for_journal(host, unit: str, text: str) -> str:
 
     wait_for(logged, 90, step=1)
     return journal
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--image", "ami-0ffffffffffffffff"], "the lab has no image 'ami-0ffffffffffffffff'"),
+        (["--model", "mistral:7b"], "does not carry mistral:7b (it carries qwen2.5:7b"),
+        (["--pool", "vision"], "--pool 'vision': the lab's GPU pools are chat"),
+    ],
+)
+def test_a_launch_the_image_cannot_serve_is_one_line_and_launches_nothing(
+    lab, baked, arguments, message
+):
+    hosts_before = [h.name for h in lab_topology().hosts]
+    instances_before = set(ec2_instances(lab))
+    refused = gpufleet("lab", "launch", "--image", baked["image"], *arguments, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and message in refused.stderr, refused.stderr
+    assert refused.stderr.rstrip().endswith("nothing launched")
+    assert [h.name for h in lab_topology().hosts] == hosts_before
+    assert set(ec2_instances(lab)) == instances_before

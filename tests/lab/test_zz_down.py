@@ -29,6 +29,8 @@ def test_down_leaves_nothing(lab):
     gpufleet("lab", "down")
 
     assert not paths.state.exists()
+    # The images went with the EC2 API that knew their AMIs.
+    assert not (paths.cache / "images").exists()
     assert (
         subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode
         != 0

@@ -112,6 +112,11 @@ def test_a_cleaned_image_passes_and_its_size_is_counted(image, capsys):
             "Ansible's temporary files",
         ),
         ("var/tmp/AnsiballZ_setup.py", "#!", "a temporary file"),
+        (
+            "var/lib/gpufleet-fleet-agent/maintenance",
+            "drained by the bake\n",
+            "the fleet agent's drain",
+        ),
     ],
 )
 def test_what_a_bake_must_not_leave_is_named(image, capsys, path, content, finding):

@@ -13,6 +13,7 @@ from gpufleet.lab import apt_cache
 from gpufleet.lab.system import (
     kill_netns_processes,
     make_ssh_key,
+    mount_overlay,
     mounted,
     python_module,
     read_pid,
@@ -68,17 +69,7 @@ def ensure_overlay(
     fresh = not any(files.upper.iterdir())
     if fresh and not host.image:
         apt_cache.seed(package_cache, files.upper)
-    run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={lower},upperdir={files.upper},workdir={files.work}",
-            str(files.merged),
-        ]
-    )
+    mount_overlay(files.merged, f"lowerdir={lower},upperdir={files.upper},workdir={files.work}")
     if fresh:
         _personalise(files, topology, host, authorized_key)
 

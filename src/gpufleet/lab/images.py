@@ -24,7 +24,7 @@ from typing import Any
 
 from gpufleet import tags
 from gpufleet.lab import LabError, ec2
-from gpufleet.lab.system import run
+from gpufleet.lab.system import mount_overlay, run
 from gpufleet.lab.topology import LabPaths, LabTopology
 
 AUDIT_TAG = "gpufleet:audit"
@@ -129,17 +129,7 @@ def mounted(paths: LabPaths, image_id: str) -> Iterator[Path]:
     """The image's files, read-only, as one reads an AMI's snapshot from another instance."""
     image = find(paths, image_id)
     with tempfile.TemporaryDirectory(prefix="gpufleet-image-") as mount_point:
-        run(
-            [
-                "mount",
-                "-t",
-                "overlay",
-                "overlay",
-                "-o",
-                f"ro,lowerdir={lower_dirs(paths, image)}",
-                mount_point,
-            ]
-        )
+        mount_overlay(mount_point, f"ro,lowerdir={lower_dirs(paths, image)}")
         try:
             yield Path(mount_point)
         finally:

@@ -102,6 +102,12 @@ def mounts() -> list[Mount]:
     return found
 
 
+def mount_overlay(target: Path | str, options: str) -> None:
+    """An overlay at target: options as mount -o takes them (lowerdir=..., and upperdir and
+    workdir for a writable one)."""
+    run(["mount", "-t", "overlay", "overlay", "-o", options, str(target)])
+
+
 def mounted(path: Path) -> bool:
     return any(m.point == path for m in mounts())
 
