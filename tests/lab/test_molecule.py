@@ -1,4 +1,5 @@
-"""Every molecule scenario runs on lab hosts: create, converge, idempotence, verify, destroy."""
+"""Every molecule scenario runs on lab hosts: create (a fresh disk), converge, idempotence,
+verify; the next scenario's create resets the hosts it takes."""
 
 import os
 import subprocess
