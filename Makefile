@@ -133,7 +133,7 @@ demo: deps
 	image=$$(gpufleet lab images | awk '/audit clean/ { print $$1 }' | tail -n 1); \
 	gpufleet lab launch --image $$image --model llama3.1:8b | tee -a $(DEMO_LOG); \
 	launched=$$(awk '/^lab launch: gpu-/ { host = $$3 } END { print host }' $(DEMO_LOG)); \
-	gpufleet lab ssh $$launched "journalctl -b -o cat -u gpufleet-instance-address -u gpufleet-model-store -u gpufleet-ssh-host-keys | grep -E 'private address|hydrated|no instance-store|ssh-keygen|generating'" | sed 's/^/    /'; \
+	gpufleet lab ssh $$launched "sudo journalctl -b -o cat -u gpufleet-instance-address -u gpufleet-model-store -u gpufleet-ssh-host-keys | grep -E 'private address|hydrated|no instance-store|ssh-keygen|generating'" | sed 's/^/    /'; \
 	echo "--- the LB takes it in (loadbalancer.yml from the inventory, which lists it), and the official client's requests for llama3.1:8b reach it"; \
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml | awk '/^PLAY RECAP/ { recap = 1 } recap && /lb-1/ { print "    " $$0 }'; \
 	gpufleet lab load --models llama3.1:8b --seconds 5 | sed -u 's/^/launched host, through the LB: /' | tee -a $(DEMO_LOG); \
