@@ -74,6 +74,8 @@ def test_the_built_collection_installs_and_converges_the_fleet_by_its_name(fleet
         "playbooks",
         "plugins",
         "roles",
+        # The image's boot-time code, which the instance_runtime role installs.
+        "runtime",
     ]
 
     inventory = fleet["lab"]["inventory"]

@@ -45,10 +45,15 @@ def test_unit_is_hardened_but_keeps_devices(host):
     }
 
 
-def test_listens_on_the_private_address_only(host):
+def test_listens_on_the_private_address_found_at_boot_only(host):
+    """OLLAMA_HOST comes from the address the boot-time unit wrote, not from the converge."""
     address = host.interface("eth0").addresses[0]
-    env = host.run("systemctl show ollama -p Environment").stdout
-    assert f"OLLAMA_HOST={address}:11434" in env
+    found = host.file("/run/gpufleet/instance-address.env").content_string
+    assert f"GPUFLEET_INSTANCE_ADDRESS={address}\n" in found
+    start = host.run("systemctl show ollama -p ExecStart").stdout
+    assert "OLLAMA_HOST=${GPUFLEET_INSTANCE_ADDRESS}:11434" in start
+    requires = host.run("systemctl show ollama -p Requires").stdout
+    assert "gpufleet-instance-address.service" in requires
     assert host.socket(f"tcp://{address}:11434").is_listening
     assert not host.socket("tcp://0.0.0.0:11434").is_listening
 
