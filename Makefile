@@ -176,16 +176,15 @@ PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print
 # Lint's, the unit tests' and sanity's output while they run beside the lab tests.
 CHECKS_LOG := .cache/checks.log
 
-# Lint, the unit tests and sanity run beside the lab tests, at a lower CPU priority (nice 10): the
-# lab's steps are make test's critical path, and the checks take the CPU its waits (boots, pulls,
-# drains) leave idle. Their output follows the lab's, and any failing fails make test.
+# Lint, the unit tests and sanity run beside the lab tests, whose first minutes (lab up, converging
+# the fleet) leave a core idle; their output follows the lab's, and any failing fails make test.
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES)
 	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES); \
 	trap 'echo "--- where make test'"'"'s time went"; $(PYTHON) benchmarks/suite.py $(TEST_PHASES)' EXIT; \
 	$(call PHASE,deps,deps); \
 	echo "--- lint, unit and sanity tests: beside the lab tests, their output in $(CHECKS_LOG) until they end"; \
-	{ nice -n 10 $(call PHASE,lint,lint) && nice -n 10 $(call PHASE,unit,unit) && nice -n 10 $(call PHASE,sanity,sanity); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	{ $(call PHASE,lint,lint) && $(call PHASE,unit,unit) && $(call PHASE,sanity,sanity); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
 	lab_status=0; $(call PHASE,lab,lab-test) || lab_status=$$?; \
 	checks_status=0; wait $$checks || checks_status=$$?; \
 	echo "--- lint, unit and sanity tests (exit $$checks_status)"; cat $(CHECKS_LOG); \
