@@ -7,6 +7,7 @@ in what the bake's ranges say. Then the LB is converged over the fleet they join
 official client's requests reach them through it. Last, one is booted at another address,
 and once where no address can be found."""
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -217,29 +218,26 @@ def in_netns(host, *argv: str) -> None:
     run(["ip", "-netns", host.netns, *argv])
 
 
-def test_a_boot_at_another_address_serves_there(launched):
-    _with_disk, host = launched["hosts"]
-    new_address = str(int(host.address.rsplit(".", 1)[1]) + 100)
-    new_address = host.address.rsplit(".", 1)[0] + "." + new_address
-    prefix = lab_topology().prefixlen
+def at_address(host, address: str):
+    """What readdresses the host's eth0 while it is off, with its default route."""
+    topology = lab_topology()
 
     def readdress():
         in_netns(host, "address", "flush", "dev", "eth0")
-        in_netns(host, "address", "add", f"{new_address}/{prefix}", "dev", "eth0")
-        in_netns(host, "route", "replace", "default", "via", lab_topology().gateway)
+        in_netns(host, "address", "add", f"{address}/{topology.prefixlen}", "dev", "eth0")
+        in_netns(host, "route", "replace", "default", "via", topology.gateway)
 
-    restart(host, readdress)
+    return readdress
+
+
+def test_a_boot_at_another_address_serves_there(launched):
+    _with_disk, host = launched["hosts"]
+    new_address = str(ipaddress.IPv4Address(host.address) + 100)
+    restart(host, at_address(host, new_address))
     wait_for(lambda: reach_from_controller(new_address, NODE_EXPORTER) == "open", 90)
     wait_for(lambda: ollama_tags(new_address) >= SEED_MODELS, 60)
     # Back where the lab's EC2 API says it is.
-    restart(
-        host,
-        lambda: (
-            in_netns(host, "address", "flush", "dev", "eth0"),
-            in_netns(host, "address", "add", f"{host.address}/{prefix}", "dev", "eth0"),
-            in_netns(host, "route", "replace", "default", "via", lab_topology().gateway),
-        ),
-    )
+    restart(host, at_address(host, host.address))
     wait_for(lambda: reach_from_controller(host.address, NODE_EXPORTER) == "open", 90)
 
 

@@ -217,7 +217,7 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
             args.pool,
             args.model,
             args.lifecycle,
-            disk_counts(args.nvme_disks) or (1,),
+            disk_counts(args.nvme_disks),
         )
         return _lab_launch(paths, request)
     if args.action == "load":

@@ -112,10 +112,11 @@ def listed(paths: LabPaths) -> list[Image]:
 
 
 def find(paths: LabPaths, image_id: str) -> Image:
-    for image in listed(paths):
+    kept = listed(paths)
+    for image in kept:
         if image.image_id == image_id:
             return image
-    known = ", ".join(i.image_id for i in listed(paths)) or "none: `gpufleet lab bake` makes one"
+    known = ", ".join(i.image_id for i in kept) or "none: `gpufleet lab bake` makes one"
     raise LabError(f"the lab has no image {image_id!r} (its images: {known}); nothing launched")
 
 

@@ -27,7 +27,7 @@ from gpufleet.lab import (
     network,
     rootfs,
 )
-from gpufleet.lab.launch import LaunchRequest, plan_hosts, with_hosts
+from gpufleet.lab.launch import LaunchRequest, plan_hosts
 from gpufleet.lab.standins import imds
 from gpufleet.lab.system import (
     free_port,
@@ -390,7 +390,7 @@ def launch(paths: LabPaths, request: LaunchRequest) -> list[LabHost]:
     if topology is None:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
     launched = plan_hosts(topology, images.find(paths, request.image_id), request)
-    topology = with_hosts(topology, launched)
+    topology = replace(topology, hosts=[*topology.hosts, *launched])
     _save(paths, topology)
     lower = rootfs.ensure_rootfs(paths.cache)
     authorized_key = _ensure_ssh_key(paths)

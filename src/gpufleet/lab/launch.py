@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -119,7 +119,3 @@ def _free_address(topology: LabTopology, az_index: int, taken: set[str]) -> str:
         if candidate not in taken:
             return candidate
     raise LabError(f"the lab's subnet {topology.subnet} has no free address; nothing launched")
-
-
-def with_hosts(topology: LabTopology, launched: list[LabHost]) -> LabTopology:
-    return replace(topology, hosts=[*topology.hosts, *launched])
