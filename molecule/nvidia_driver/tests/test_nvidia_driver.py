@@ -50,6 +50,11 @@ def test_nouveau_blacklisted_and_packages_held(host):
     assert host.file("/etc/modprobe.d/gpufleet-blacklist-nouveau.conf").contains(
         "^blacklist nouveau$"
     )
+    # nouveau must not load from the initramfs either: each kernel's image carries the blacklist.
+    for kernel in kernels(host):
+        with host.sudo():
+            listed = host.check_output(f"lsinitramfs /boot/initrd.img-{kernel}")
+        assert "etc/modprobe.d/gpufleet-blacklist-nouveau.conf" in listed.split(), kernel
     held = set(host.run("apt-mark showhold").stdout.split())
     if from_cuda_repository(host):
         assert {"nvidia-driver-cuda", "nvidia-kernel-dkms", "nvidia-persistenced"} <= held
