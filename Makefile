@@ -175,17 +175,22 @@ TEST_PHASES := .cache/test-phases.jsonl
 PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print-directory $(2)
 # Lint's, the unit tests' and sanity's output while they run beside the lab tests.
 CHECKS_LOG := .cache/checks.log
+# Opened by the lab tests once their shared set-up (lab up, converging the shared fleet) is done.
+CHECKS_GATE := .cache/checks-gate
 
-# Lint, the unit tests and sanity run beside the lab tests, whose first minutes (lab up, converging
-# the fleet) leave a core idle; their output follows the lab's, and any failing fails make test.
+# Lint, the unit tests and sanity run beside the lab tests: lint at once, the unit tests and
+# sanity after the lab's shared set-up, which keeps both cores busy (tests/phases.py says why);
+# their output follows the lab's, and any failing fails make test.
 test:
-	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES)
-	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES); \
+	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES) && rm -f $(CHECKS_GATE)
+	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES) GPUFLEET_TEST_CHECKS_GATE=$(CURDIR)/$(CHECKS_GATE); \
 	trap 'echo "--- where make test'"'"'s time went"; $(PYTHON) benchmarks/suite.py $(TEST_PHASES)' EXIT; \
 	$(call PHASE,deps,deps); \
+	$(call PHASE,lab,lab-test) & lab=$$!; \
 	echo "--- lint, unit and sanity tests: beside the lab tests, their output in $(CHECKS_LOG) until they end"; \
-	{ $(call PHASE,lint,lint) && $(call PHASE,unit,unit) && $(call PHASE,sanity,sanity); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
-	lab_status=0; $(call PHASE,lab,lab-test) || lab_status=$$?; \
+	{ $(call PHASE,lint,lint) && $(PYTHON) tests/phases.py wait $(CHECKS_GATE) $$lab \
+		&& $(call PHASE,unit,unit) && $(call PHASE,sanity,sanity); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	lab_status=0; wait $$lab || lab_status=$$?; \
 	checks_status=0; wait $$checks || checks_status=$$?; \
 	echo "--- lint, unit and sanity tests (exit $$checks_status)"; cat $(CHECKS_LOG); \
 	test $$lab_status -eq 0 && test $$checks_status -eq 0

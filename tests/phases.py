@@ -4,7 +4,12 @@ make times its own phases (deps, lint, unit, sanity, lab) with `time`; the lab t
 records each test file, each molecule scenario and the lab's shared set-up inside the lab
 phase. Standard library only: make's first phase runs before the virtualenv exists.
 
+The checks that run beside the lab tests (lint, unit, sanity) wait at a gate until the lab's
+shared set-up is done: converging the shared fleet keeps both cores busy, and the checks
+beside it made it 1.7 times slower; from then on the lab leaves a core idle more often than not.
+
     python3 tests/phases.py time PHASES_FILE NAME -- COMMAND...
+    python3 tests/phases.py wait GATE_FILE PID    (until the lab opens the gate, or PID ends)
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 
 # Where make test asks the lab tests to record their phases; unset, they record nothing.
 ENVIRONMENT = "GPUFLEET_TEST_PHASES"
+# The file the lab tests create once their shared set-up is done; unset, there is no gate.
+GATE_ENVIRONMENT = "GPUFLEET_TEST_CHECKS_GATE"
 
 
 def record(phases_file: Path, name: str, started: float, seconds: float, within: str = "") -> None:
@@ -69,9 +76,34 @@ def time_command(phases_file: Path, name: str, command: list[str]) -> int:
         record(phases_file, name, started, time.time() - started)
 
 
+def open_gate() -> None:
+    """Let the checks start, if make test set a gate for them."""
+    named = os.environ.get(GATE_ENVIRONMENT)
+    if named:
+        Path(named).touch()
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_at_gate(gate: Path, pid: int, poll: float = 1.0) -> None:
+    """Return once the gate is open or process pid (the lab tests) has ended."""
+    while not gate.exists() and running(pid):
+        time.sleep(poll)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "wait" and argv[2].isdigit():
+        wait_at_gate(Path(argv[1]), int(argv[2]))
+        return 0
     if len(argv) < 5 or argv[0] != "time" or argv[3] != "--":
-        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        usage = __doc__.strip().splitlines()[-2:]
+        print("\n".join(line.strip() for line in usage), file=sys.stderr)
         return 2
     return time_command(Path(argv[1]), argv[2], argv[4:])
 

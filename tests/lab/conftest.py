@@ -57,6 +57,9 @@ class SharedSetupTimer:
             return (yield)
         finally:
             CLOCK.shared(SHARED_SETUP[fixturedef.argname], started, time.time() - started)
+            if fixturedef.argname == "fleet":
+                # The checks beside the lab tests may start: the busiest set-up is done.
+                phases.open_gate()
 
 
 def pytest_configure(config: pytest.Config) -> None:

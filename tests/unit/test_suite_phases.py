@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import threading
+import time
 
 import phases
 import pytest
@@ -74,3 +78,29 @@ def test_no_recorded_phases_is_said_and_fails(tmp_path, capsys, content):
         phases_file.write_text(content)
     assert suite.main([str(phases_file)]) == 1
     assert "suite: " in capsys.readouterr().err
+
+
+def test_the_checks_wait_at_the_gate_until_the_lab_opens_it(tmp_path, monkeypatch):
+    gate = tmp_path / "gate"
+    monkeypatch.setenv(phases.GATE_ENVIRONMENT, str(gate))
+    opener = threading.Timer(0.3, phases.open_gate)
+    opener.start()
+    started = time.monotonic()
+    phases.wait_at_gate(gate, os.getpid(), poll=0.05)
+    assert gate.exists() and time.monotonic() - started >= 0.3
+
+
+def test_the_checks_start_when_the_lab_ends_without_opening_the_gate(tmp_path):
+    lab = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    started = time.monotonic()
+    # The lab's pid stays taken until it is reaped: a reaper stands in for the shell's wait.
+    threading.Thread(target=lab.wait).start()
+    phases.wait_at_gate(tmp_path / "gate", lab.pid, poll=0.05)
+    assert not (tmp_path / "gate").exists() and time.monotonic() - started >= 0.3
+
+
+def test_without_a_gate_from_make_test_the_lab_opens_none(tmp_path, monkeypatch):
+    monkeypatch.delenv(phases.GATE_ENVIRONMENT, raising=False)
+    monkeypatch.chdir(tmp_path)
+    phases.open_gate()
+    assert list(tmp_path.iterdir()) == []
