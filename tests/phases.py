@@ -4,9 +4,9 @@ make times its own phases (deps, lint, unit, sanity, lab) with `time`; the lab t
 records each test file, each molecule scenario and the lab's shared set-up inside the lab
 phase. Standard library only: make's first phase runs before the virtualenv exists.
 
-The checks that run beside the lab tests (lint, unit, sanity) wait at a gate until the lab's
-shared set-up is done: converging the shared fleet keeps both cores busy, and the checks
-beside it made it 1.7 times slower; from then on the lab leaves a core idle more often than not.
+The unit tests and sanity, which run beside the lab tests, wait at a gate until the lab's
+busiest stretch is done (tests/lab/conftest.py names it): converging the shared fleet keeps
+both cores busy, and the checks beside it made it 1.7 times slower.
 
     python3 tests/phases.py time PHASES_FILE NAME -- COMMAND...
     python3 tests/phases.py wait GATE_FILE PID    (until the lab opens the gate, or PID ends)
