@@ -175,11 +175,11 @@ TEST_PHASES := .cache/test-phases.jsonl
 PHASE = $(PYTHON) tests/phases.py time $(TEST_PHASES) $(1) -- $(MAKE) --no-print-directory $(2)
 # Lint's, the unit tests' and sanity's output while they run beside the lab tests.
 CHECKS_LOG := .cache/checks.log
-# Opened by the lab tests once their busiest stretch (lab up, the shared converge, the LB tests) ends.
+# Opened by the lab tests once their shared set-up (lab up, converging the shared fleet) is done.
 CHECKS_GATE := .cache/checks-gate
 
 # Lint, the unit tests and sanity run beside the lab tests: lint at once, the unit tests and
-# sanity after the lab's busiest stretch, which keeps both cores busy (tests/phases.py says why);
+# sanity after the lab's shared converge, which keeps both cores busy (tests/phases.py says why);
 # their output follows the lab's, and any failing fails make test.
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES) && rm -f $(CHECKS_GATE)

@@ -5,8 +5,9 @@ records each test file, each molecule scenario and the lab's shared set-up insid
 phase. Standard library only: make's first phase runs before the virtualenv exists.
 
 The unit tests and sanity, which run beside the lab tests, wait at a gate until the lab's
-busiest stretch is done (tests/lab/conftest.py names it): converging the shared fleet keeps
-both cores busy, and the checks beside it made it 1.7 times slower.
+shared converge is done: it keeps both cores busy, and the checks beside it made it 1.7 times
+slower. Later, the lab pays for them wherever they run (gated after the LB tests instead, they
+slowed the model swap tests from 3.3 to 5.1 minutes), so they start as early as that allows.
 
     python3 tests/phases.py time PHASES_FILE NAME -- COMMAND...
     python3 tests/phases.py wait GATE_FILE PID    (until the lab opens the gate, or PID ends)

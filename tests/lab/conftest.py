@@ -23,11 +23,6 @@ LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
 # The session's shared set-up, timed as phases of its own for make test's phase table.
 SHARED_SETUP = {"lab": "lab up", "fleet": "the shared fleet's converge"}
 CLOCK = phases.PhaseClock()
-# make test's unit tests and sanity wait for the lab's busiest stretch to end: lab up, the
-# shared converge and the LB tests, whose playbook runs (a second converge of the fleet beside
-# loadbalancer.yml, three LB converges) keep both cores busy. From there on the lab leaves a
-# core idle more often than not.
-CHECKS_AFTER = "test_loadbalancer.py"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,6 +58,9 @@ class SharedSetupTimer:
             return (yield)
         finally:
             CLOCK.shared(SHARED_SETUP[fixturedef.argname], started, time.time() - started)
+            if fixturedef.argname == "fleet":
+                # make test's unit tests and sanity may start: the shared converge is done.
+                phases.open_gate()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,8 +75,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     finally:
         shared = CLOCK.shared_seconds - shared_before
         CLOCK.spend(phase_of(item), started, time.time() - started - shared)
-        if item.path.name == CHECKS_AFTER and (nextitem is None or nextitem.path != item.path):
-            phases.open_gate()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
