@@ -5,7 +5,6 @@ These tests never skip: on a machine that cannot run the lab they fail and say w
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import shutil
 import time
@@ -59,7 +58,7 @@ class SharedSetupTimer:
         finally:
             CLOCK.shared(SHARED_SETUP[fixturedef.argname], started, time.time() - started)
             if fixturedef.argname == "fleet":
-                # make test's unit tests and sanity may start: the shared converge is done.
+                # The checks beside the lab tests may start: the busiest set-up is done.
                 phases.open_gate()
 
 
@@ -115,14 +114,8 @@ def lab(lab_machine: None) -> dict:
 def fleet(lab: dict) -> dict:
     """GPU hosts converged behind the LB, shared by the LB and model swap tests."""
     hosts = {h["name"]: h["address"] for h in lab["hosts"]}
-    # At once, as their hosts differ: the LB takes each GPU host once its agent answers.
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        converges = [
-            pool.submit(playbook, lab, "gpu_hosts.yml"),
-            pool.submit(playbook, lab, "loadbalancer.yml", *lb_vars()),
-        ]
-    for converge in converges:
-        converge.result()
+    playbook(lab, "gpu_hosts.yml")
+    playbook(lab, "loadbalancer.yml", *lb_vars())
     fleet = {"lab": lab, "hosts": hosts, "lb": hosts[LB]}
     # Warm each model once, so agents report full weight.
     for model in (LLAMA, LLAMA, QWEN):
