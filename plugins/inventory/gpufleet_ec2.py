@@ -186,6 +186,7 @@ from ansible.module_utils.common.dict_transformations import (
 )
 from ansible.plugins.inventory import get_cache_plugin
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
+from ansible_collections.gpufleet.fleet.plugins.module_utils.ec2_gpus import gpu_profile
 
 try:
     import boto3
@@ -217,24 +218,6 @@ PLURALS = {"dict": "mappings", "str": "strings", "int": "integers", "bool": "boo
 # Ansible's fact cache names a file after each host (after a prefix); file names stop at 255.
 MAX_HOSTNAME_BYTES = 200
 
-# EC2 GPU families: (GPU, memory per GPU in GiB, GPUs by size, GPUs otherwise).
-GPU_FAMILIES: dict[str, tuple[str, int, dict[str, int], int]] = {
-    "g4dn": ("NVIDIA T4", 16, {"12xlarge": 4, "metal": 8}, 1),
-    "g4ad": ("AMD Radeon Pro V520", 8, {"8xlarge": 2, "16xlarge": 4}, 1),
-    "g5": ("NVIDIA A10G", 24, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, 1),
-    "g5g": ("NVIDIA T4G", 16, {"16xlarge": 2, "metal": 2}, 1),
-    "g6": ("NVIDIA L4", 24, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, 1),
-    "gr6": ("NVIDIA L4", 24, {}, 1),
-    "g6e": ("NVIDIA L40S", 48, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, 1),
-    "p3": ("NVIDIA V100", 16, {"8xlarge": 4, "16xlarge": 8}, 1),
-    "p3dn": ("NVIDIA V100", 32, {}, 8),
-    "p4d": ("NVIDIA A100", 40, {}, 8),
-    "p4de": ("NVIDIA A100", 80, {}, 8),
-    "p5": ("NVIDIA H100", 80, {"4xlarge": 1}, 8),
-    "p5e": ("NVIDIA H200", 141, {}, 8),
-    "p5en": ("NVIDIA H200", 141, {}, 8),
-}
-
 # DescribeInstances filter names a hostname preference may use, and where they read.
 HOSTNAME_SOURCES: dict[str, tuple[str, ...]] = {
     "dns-name": ("PublicDnsName",),
@@ -259,16 +242,6 @@ NO_CREDENTIALS = (
     "no AWS credentials: set profile, or access_key and secret_key, "
     "or the AWS_* environment variables"
 )
-
-
-def gpu_profile(instance_type: str) -> tuple[int, str, int]:
-    """GPU count, model and memory per GPU in GiB for an instance type; 0, '', 0 without GPUs."""
-    family, _dot, size = instance_type.partition(".")
-    known = GPU_FAMILIES.get(family)
-    if known is None:
-        return 0, "", 0
-    model, memory, by_size, otherwise = known
-    return by_size.get(size, otherwise), model, memory
 
 
 def boto_filters(filters: Mapping[str, Any]) -> list[dict[str, Any]]:
