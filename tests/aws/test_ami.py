@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-import boto3
 import pytest
+from moto_region import aws, baked_image
 
 from gpufleet.lab.ec2 import CREDENTIALS
 
@@ -36,22 +36,6 @@ def gpufleet(endpoint, *args, **env):
         timeout=120,
         check=False,
     )
-
-
-def aws(endpoint, service, region="us-east-1"):
-    return boto3.client(service, region_name=region, endpoint_url=endpoint, **CREDENTIALS)
-
-
-def baked_image(endpoint, name, role="gpu", region="us-east-1"):
-    """An image as a bake leaves it: made from an instance, tagged with its role."""
-    ec2 = aws(endpoint, "ec2", region)
-    base = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
-    instance = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="c6i.large")
-    instance_id = instance["Instances"][0]["InstanceId"]
-    image = ec2.create_image(InstanceId=instance_id, Name=name)["ImageId"]
-    ec2.create_tags(Resources=[image], Tags=[{"Key": "gpufleet:role", "Value": role}])
-    ec2.terminate_instances(InstanceIds=[instance_id])
-    return image
 
 
 def manifest(tmp_path, artifact, role="gpu"):
