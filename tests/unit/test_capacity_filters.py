@@ -157,3 +157,13 @@ def test_gpu_memory_counts_every_gpu_of_the_type():
     assert ec2_gpus.gpu_memory_bytes("p4d.24xlarge") == 8 * 40 * GIB
     assert ec2_gpus.gpu_memory_bytes("m5.large") == 0
     assert ec2_gpus.gpu_profile("g4dn.xlarge") == (1, "NVIDIA T4", 16)
+
+
+def test_a_model_the_registry_lacks_is_refused_naming_the_pool():
+    found = problems(
+        {"chat": {**CHAT, "model": "nosuch:1b"}},
+        missing_models={"nosuch:1b": "HTTP Error 404: Not Found"},
+    )
+    assert found == [
+        "capacity_pools.chat.model: nosuch:1b is not in the registry (HTTP Error 404: Not Found)"
+    ]
