@@ -10,6 +10,11 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 from ansible.utils.helpers import pct_to_int
 from ansible_collections.gpufleet.fleet.plugins.module_utils import model_names
+from ansible_collections.gpufleet.fleet.plugins.module_utils.fleet_backends import (
+    fleet_backend,
+    fleet_backends,
+    fleet_host_backends,
+)
 
 # The host variable that gives a pool its alias (group_vars/pool_NAME.yml); over the tag.
 ALIAS_VARIABLE = "fleet_pool_alias"
@@ -45,45 +50,6 @@ def fleet_gpu_hosts(hostvars: Mapping[str, Any], hosts: Sequence[str]) -> dict[s
 def fleet_names(place: Mapping[str, str]) -> list[str]:
     """The names a host answers to: its model and its pool's alias."""
     return [name for name in (place.get("model"), place.get("alias")) if name]
-
-
-def fleet_backend(name: str, alias: bool = False) -> str:
-    """The LB backend of a model or an alias. HAProxy's names take letters, digits and
-    `-_.:`, so only `/` is spelled `::` (no `:` in a model name is followed by another):
-    two names never share a backend."""
-    return ("be_alias_" if alias else "be_model_") + name.replace("/", "::")
-
-
-def fleet_host_backends(place: Mapping[str, str]) -> list[str]:
-    """The backends a host serves in besides the default one: its model's and its alias's."""
-    found = [fleet_backend(place["model"])] if place.get("model") else []
-    return found + ([fleet_backend(place["alias"], alias=True)] if place.get("alias") else [])
-
-
-def fleet_backends(
-    fleet: Mapping[str, Mapping[str, str]], incoming: Mapping[str, str] | None = None
-) -> dict[str, dict[str, Any]]:
-    """backend -> the name it serves, whether that is an alias, and every host of the pools
-    that serve it: one per model a host serves or a pool is being swapped to (`incoming`,
-    pool -> model), one per pool's alias. A host answers maint in the backend of a name it
-    does not serve (its fleet agent), so a swap moves hosts between backends without a reload."""
-    pools: dict[tuple[str, bool], set[str]] = {}
-    for place in fleet.values():
-        if place.get("model"):
-            pools.setdefault((place["model"], False), set()).add(place["pool"])
-        if place.get("alias"):
-            pools.setdefault((place["alias"], True), set()).add(place["pool"])
-    for pool, model in (incoming or {}).items():
-        pools.setdefault((model, False), set()).add(pool)
-    return {
-        fleet_backend(name, alias): {
-            "name": name,
-            "alias": alias,
-            "pools": sorted(found),
-            "hosts": sorted(h for h, place in fleet.items() if place["pool"] in found),
-        }
-        for (name, alias), found in sorted(pools.items())
-    }
 
 
 def fleet_routes(
