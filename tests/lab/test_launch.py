@@ -1,11 +1,11 @@
 """Hosts launched from the baked image serve on their own, at their own addresses.
 
 Two hosts are launched from the run's bake (tests/lab/baking.py) at new addresses, one with
-an instance-store disk and one without, and no playbook runs on them: each finds its address
-at boot, copies the image's models onto its NVMe (or serves the seed), and its firewall lets
-in what the bake's ranges say. Then the LB is converged over the fleet they joined and the
-official client's requests reach them through it. Last, one is booted at another address,
-and once where no address can be found."""
+an instance-store disk and one without, and no playbook runs on them or on the LB: each finds
+its address at boot, copies the image's models onto its NVMe (or serves the seed), and its
+firewall lets in what the bake's ranges say; the LB's membership service takes them into its
+backends' slots from the lab's EC2 API, and the official client's requests reach them.
+Last, one is booted at another address, and once where no address can be found."""
 
 import ipaddress
 import json
@@ -20,8 +20,6 @@ from baking import HOST
 from fleet import (
     LB,
     QWEN,
-    lb_vars,
-    playbook,
     reach_from,
     reach_from_controller,
     servers,
@@ -42,8 +40,7 @@ SEED_MODELS = {"qwen2.5:7b", "nomic-embed-text:latest"}
 
 @pytest.fixture(scope="module")
 def launched(lab, baked):
-    """Two hosts from the image: the first with one NVMe disk, the second with none; then
-    loadbalancer.yml, in the background, over the fleet they joined."""
+    """Two hosts from the image: the first with one NVMe disk, the second with none."""
     assert baked["image"], "the bake kept no image"
     started = time.monotonic()
     result = gpufleet(
@@ -62,15 +59,11 @@ def launched(lab, baked):
     )
     names = [line.split()[2] for line in result.stdout.splitlines() if " at " in line]
     topology = lab_topology()
-    with ThreadPoolExecutor(max_workers=1) as background:
-        # The LB converges over the fleet they joined while the checks of the hosts run.
-        lb_converged = background.submit(playbook, lab, "loadbalancer.yml", *lb_vars())
-        yield {
-            "seconds": time.monotonic() - started,
-            "hosts": [topology.host(name) for name in names],
-            "output": result.stdout,
-            "lb_converged": lb_converged,
-        }
+    return {
+        "seconds": time.monotonic() - started,
+        "hosts": [topology.host(name) for name in names],
+        "output": result.stdout,
+    }
 
 
 def lab_topology():
@@ -184,23 +177,33 @@ def test_each_has_its_own_ssh_host_key_and_machine_id(launched):
     assert len(machine_ids) == 2 and "" not in machine_ids
 
 
-def test_after_loadbalancer_yml_the_official_clients_requests_reach_them(lab, launched):
-    launched["lb_converged"].result(timeout=600)
-    names = {h.name for h in launched["hosts"]}
+def test_with_no_playbook_the_lb_takes_them_in_and_the_official_clients_reach_them(lab, launched):
+    """The LB's membership service puts each launched instance into free slots of its pool's
+    backends from the lab's EC2 API; its agent's check then lets the traffic in."""
+    addresses = {f"{h.address}:{OLLAMA}" for h in launched["hosts"]}
     fleet = {"lb": next(h["address"] for h in lab["hosts"] if h["name"] == LB)}
+    backend = f"be_model_{QWEN}"
 
-    def up_in_the_qwen_backend():
-        rows = servers()
-        return all(
-            rows.get((f"be_model_{QWEN}", name), {}).get("status", "").startswith("UP")
-            for name in names
-        )
+    def slots_up() -> dict[str, str]:
+        return {
+            row["addr"]: name
+            for (proxy, name), row in servers().items()
+            if proxy == backend and row["addr"] in addresses and row["status"].startswith("UP")
+        }
 
-    wait_for(up_in_the_qwen_backend, 60)
+    waited = wait_for(lambda: len(slots_up()) == 2, 120)
+    taken = slots_up()
+    assert all(name.startswith("gpufleet-slot") for name in taken.values()), taken
+    journal = on_host(LB, "sudo journalctl -u gpufleet-lb-membership -o cat --no-pager")
+    assert all(f"at {h.address} joins" in journal for h in launched["hosts"]), journal
+    before = {name: int(servers()[(backend, name)]["stot"]) for name in taken.values()}
     outcomes = [stream_once(target(fleet), "chat", QWEN, 8, n) for n in range(12)]
     assert [o.verdict for o in outcomes] == ["served"] * 12, [o.status for o in outcomes]
-    served = {name: int(servers()[(f"be_model_{QWEN}", name)]["stot"]) for name in names}
+    served = {
+        name: int(servers()[(backend, name)]["stot"]) - before[name] for name in taken.values()
+    }
     assert all(count > 0 for count in served.values()), served
+    print(f"launched hosts UP in the LB's slots {waited:.1f} s after the fixture")
 
 
 def restart(host, before_boot=None):

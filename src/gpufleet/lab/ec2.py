@@ -44,10 +44,11 @@ def server_pid(ec2_dir: Path) -> int | None:
     return read_pid(ec2_dir / "server.pid")
 
 
-def start_server(ec2_dir: Path, port: int) -> None:
-    """Start moto on loopback in its own session; it outlives `lab up`."""
+def start_server(ec2_dir: Path, port: int, gateway: str) -> None:
+    """Start moto in its own session, on loopback for the controller and on the lab bridge's
+    gateway for the hosts (the LBs' membership service); it outlives `lab up`."""
     start_daemon(
-        python_module("gpufleet.lab.ec2", str(port), str(ec2_dir)),
+        python_module("gpufleet.lab.ec2", str(port), str(ec2_dir), gateway),
         ec2_dir,
         "server",
         ready=lambda: tcp_open(LOOPBACK, port),
@@ -178,14 +179,20 @@ def _ensure_baked_image(ec2: Any, topology: LabTopology) -> None:
     )
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, gateway: str) -> None:
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
-    server.start()
+    # One process: moto's backends are the process's, so both addresses see one EC2.
+    servers = [
+        ThreadedMotoServer(ip_address=address, port=port, verbose=False)
+        for address in (LOOPBACK, gateway)
+    ]
+    for server in servers:
+        server.start()
 
     def shutdown(_signum: int, _frame: FrameType | None) -> None:
-        server.stop()
+        for server in servers:
+            server.stop()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -196,4 +203,4 @@ def _serve(port: int) -> None:
 
 if __name__ == "__main__":
     # The second argument, the lab's EC2 state dir, only marks the process as the lab's.
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), sys.argv[3])

@@ -116,6 +116,12 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         # the boot-time code finds the host's address.
         "fleet_agent_imds_url": imds_url,
         "instance_runtime_imds_url": imds_url,
+        # Each LB keeps its backends' slots in step with the lab's EC2 API, which listens on
+        # the bridge's gateway for the hosts, with moto's credentials.
+        "haproxy_membership_slots": 4,
+        "lb_membership_aws_endpoint_url": f"http://{topology.gateway}:{topology.ec2_port}",
+        "lb_membership_aws_access_key": CREDENTIALS["aws_access_key_id"],
+        "lb_membership_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
         # The LB hosts' networks an image's firewall lets reach Ollama: in AWS the LB subnets,
         # here each LB host's address, the lab's subnet being every host's.
         "fleet_lb_cidrs": [f"{h.address}/32" for h in topology.hosts if h.role == "lb"],

@@ -324,7 +324,7 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     ]
     paths.known_hosts.write_text("\n".join(line for line in known_hosts if line) + "\n")
     if ec2.server_pid(paths.ec2_dir) is None:
-        ec2.start_server(paths.ec2_dir, topology.ec2_port)
+        ec2.start_server(paths.ec2_dir, topology.ec2_port, topology.gateway)
     ec2.seed(topology)
     topology, artifacts = _ensure_downloads(paths, topology)
     inventory.write(paths, topology, artifacts)
