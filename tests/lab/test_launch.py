@@ -1,10 +1,11 @@
 """Hosts launched from the baked image serve on their own, at their own addresses.
 
 Two hosts are launched from the run's bake (tests/lab/baking.py) at new addresses, one with
-an instance-store disk and one without, and no playbook runs on them or on the LB: each finds
-its address at boot, copies the image's models onto its NVMe (or serves the seed), and its
-firewall lets in what the bake's ranges say; the LB's membership service takes them into its
-backends' slots from the lab's EC2 API, and the official client's requests reach them.
+an instance-store disk and one without, and no playbook runs on them: each finds its address
+at boot, copies the image's models onto its NVMe (or serves the seed), and its firewall lets
+in what the bake's ranges say. The LB's config was written before they were launched; its
+membership service takes them into its backends' slots from the lab's EC2 API, and the
+official client's requests reach them.
 Last, one is booted at another address, and once where no address can be found."""
 
 import ipaddress
@@ -20,13 +21,14 @@ from baking import HOST
 from fleet import (
     LB,
     QWEN,
+    lb_vars,
     reach_from,
     reach_from_controller,
     servers,
     target,
     wait_for,
 )
-from labctl import ec2_instances, gpufleet, on_host
+from labctl import REPO, ec2_instances, gpufleet, on_host
 
 from gpufleet.lab import disks, hosts, lab
 from gpufleet.lab.load import stream_once
@@ -39,9 +41,21 @@ SEED_MODELS = {"qwen2.5:7b", "nomic-embed-text:latest"}
 
 
 @pytest.fixture(scope="module")
-def launched(lab, baked):
-    """Two hosts from the image: the first with one NVMe disk, the second with none."""
+def launched(lab, baked, tmp_path_factory):
+    """Two hosts from the image: the first with one NVMe disk, the second with none.
+    The molecule scenarios left lb-1 a fresh disk: loadbalancer.yml puts it back in the
+    background, and the hosts are launched once it has read the inventory, so its config
+    does not list them: the LB's membership service must take them in."""
     assert baked["image"], "the bake kept no image"
+    log = tmp_path_factory.mktemp("lb") / "loadbalancer.log"
+    with log.open("w") as output:
+        converge = subprocess.Popen(
+            ["ansible-playbook", "-i", lab["inventory"], "playbooks/loadbalancer.yml", *lb_vars()],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    wait_for(lambda: "PLAY [" in log.read_text() or converge.poll() is not None, 120)
     started = time.monotonic()
     result = gpufleet(
         "lab",
@@ -59,11 +73,15 @@ def launched(lab, baked):
     )
     names = [line.split()[2] for line in result.stdout.splitlines() if " at " in line]
     topology = lab_topology()
-    return {
+    yield {
         "seconds": time.monotonic() - started,
         "hosts": [topology.host(name) for name in names],
         "output": result.stdout,
+        "lb_converge": converge,
+        "lb_log": log,
     }
+    if converge.poll() is None:
+        converge.kill()
 
 
 def lab_topology():
@@ -180,6 +198,9 @@ def test_each_has_its_own_ssh_host_key_and_machine_id(launched):
 def test_with_no_playbook_the_lb_takes_them_in_and_the_official_clients_reach_them(lab, launched):
     """The LB's membership service puts each launched instance into free slots of its pool's
     backends from the lab's EC2 API; its agent's check then lets the traffic in."""
+    converge = launched["lb_converge"]
+    assert converge.wait(timeout=600) == 0, launched["lb_log"].read_text()[-4000:]
+    assert not any(h.name in launched["lb_log"].read_text() for h in launched["hosts"])
     addresses = {f"{h.address}:{OLLAMA}" for h in launched["hosts"]}
     fleet = {"lb": next(h["address"] for h in lab["hosts"] if h["name"] == LB)}
     backend = f"be_model_{QWEN}"
@@ -203,7 +224,7 @@ def test_with_no_playbook_the_lb_takes_them_in_and_the_official_clients_reach_th
         name: int(servers()[(backend, name)]["stot"]) - before[name] for name in taken.values()
     }
     assert all(count > 0 for count in served.values()), served
-    print(f"launched hosts UP in the LB's slots {waited:.1f} s after the fixture")
+    print(f"launched hosts UP in the LB's slots {waited:.1f} s after loadbalancer.yml ended")
 
 
 def restart(host, before_boot=None):
