@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit sanity lab-test clean
 
 help:
-	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it once the LB's membership service takes it in (no playbook), take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, ansible-test sanity on the collection, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -134,19 +134,11 @@ demo: deps
 	gpufleet lab launch --image $$image --model llama3.1:8b | tee -a $(DEMO_LOG); \
 	launched=$$(awk '/^lab launch: gpu-/ { host = $$3 } END { print host }' $(DEMO_LOG)); \
 	gpufleet lab ssh $$launched "sudo journalctl -b -o cat -u gpufleet-instance-address -u gpufleet-model-store -u gpufleet-ssh-host-keys | grep -E 'private address|hydrated|no instance-store|ssh-keygen|generating'" | sed 's/^/    /'; \
-	address=$$(awk '/^lab launch: gpu-/ { address = $$5 } END { print address }' $(DEMO_LOG)); \
-	echo "--- the LB takes it in with no playbook: its membership service reads the lab's EC2 API and puts it in free slots of its pool's backends; then the official client's requests for llama3.1:8b reach it"; \
-	stat="echo 'show stat -1 4 -1' | sudo socat -t 5 stdio UNIX-CONNECT:/run/haproxy/admin.sock"; \
-	joined=""; for second in $$(seq 90); do \
-		if gpufleet lab ssh lb-1 "$$stat" | awk -F, -v addr=$$address:11434 '$$1 ~ /llama/ && $$74 == addr && $$18 ~ /^UP/ { up = 1 } END { exit !up }'; then joined=$$second; break; fi; \
-		sleep 1; \
-	done; \
-	if [ -z "$$joined" ]; then echo "demo: lb-1 did not take $$launched ($$address) in within 90 s"; exit 1; fi; \
-	gpufleet lab ssh lb-1 "sudo journalctl -u gpufleet-lb-membership -o cat --no-pager" | grep -F "at $$address joins" | sed 's/^/    lb-1 membership: /'; \
-	echo "    UP in lb-1's llama backend within $$joined s of the check"; \
+	echo "--- the LB takes it in (loadbalancer.yml from the inventory, which lists it), and the official client's requests for llama3.1:8b reach it"; \
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml | awk '/^PLAY RECAP/ { recap = 1 } recap && /lb-1/ { print "    " $$0 }'; \
 	gpufleet lab load --models llama3.1:8b --seconds 5 | sed -u 's/^/launched host, through the LB: /' | tee -a $(DEMO_LOG); \
-	gpufleet lab ssh lb-1 "$$stat" \
-		| awk -F, -v addr=$$address:11434 '$$74 == addr && $$1 ~ /llama/ { print "    " $$1 "/" $$2 " (" addr "): " $$18 ", " $$8 " requests" }'; \
+	gpufleet lab ssh lb-1 "echo 'show stat -1 4 -1' | sudo socat -t 5 stdio UNIX-CONNECT:/run/haproxy/admin.sock" \
+		| awk -F, -v host=$$launched '$$2 == host && $$1 ~ /llama/ { print "    " $$1 "/" $$2 ": " $$18 ", " $$8 " requests" }'; \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
 	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB): lab load|^(report|bake|front door): |^lab launch: ' $(DEMO_LOG) | sed 's/^/    /'
 
