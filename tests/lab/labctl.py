@@ -53,9 +53,10 @@ def on_host(host: str, command: str, check: bool = True, timeout: float = 300) -
     return result.stdout
 
 
-def ec2_client(lab: dict):
+def ec2_client(lab: dict, service: str = "ec2"):
+    """A client of the lab's API: EC2, or another service moto serves there."""
     return boto3.client(
-        "ec2",
+        service,
         region_name=lab["region"],
         endpoint_url=lab["ec2_endpoint"],
         **CREDENTIALS,
@@ -69,6 +70,8 @@ def ec2_instances(lab: dict) -> dict[str, tuple[dict, dict[str, str]]]:
     for page in pages:
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-                found[tags["Name"]] = (instance, tags)
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                # A group's new instance is named once the lab's keeper booted its host.
+                if "Name" in tags:
+                    found[tags["Name"]] = (instance, tags)
     return found

@@ -1,13 +1,17 @@
 """`gpufleet lab launch` checks its request against the image and the lab before it makes
-anything: one line naming the image, the model or the pool."""
+anything: one line naming the image, the model or the pool. The instance keeper makes a host
+of a group's instance and ends spot notices on the lab's clock."""
 
 import json
+import time
 
 import pytest
 
 from gpufleet.lab import LabError, images
 from gpufleet.lab.images import Image
+from gpufleet.lab.instance_keeper import host_for, notice_is_over, notice_seconds
 from gpufleet.lab.launch import LaunchRequest, plan_hosts
+from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabPaths, plan
 
 TOPOLOGY = plan(3, 1, "10.77.0.0/24", "us-east-1")
@@ -103,3 +107,47 @@ def test_an_image_the_lab_does_not_have_is_refused_naming_it_and_those_it_has(tm
     with pytest.raises(LabError, match=f"its images: {IMAGE.image_id}\\)"):
         images.find(paths, "ami-0ffffffffffffffff")
     assert images.find(paths, IMAGE.image_id) == IMAGE
+
+
+def test_a_groups_instance_becomes_a_host_at_its_own_address_with_its_tags():
+    """The lab's instance keeper: EC2 chose the address; the template gave the tags."""
+    instance = {
+        "InstanceId": "i-0123456789abcdef0",
+        "ImageId": IMAGE.image_id,
+        "InstanceType": "g5.xlarge",
+        "PrivateIpAddress": "10.77.0.200",
+        "tags": {
+            "gpufleet:role": "gpu",
+            "gpufleet:pool": "chat",
+            "gpufleet:model": "qwen2.5:7b",
+            "gpufleet:alias": "chat",
+            "aws:autoscaling:groupName": "gpufleet-lab-chat",
+        },
+    }
+    host = host_for(TOPOLOGY, instance)
+    assert (host.name, host.address, host.az_index) == ("gpu-4", "10.77.0.200", 1)
+    # A terminated instance's name is not given again.
+    assert host_for(TOPOLOGY, instance, ["gpu-7", "lb-1", ""]).name == "gpu-8"
+    assert (host.pool, host.model, host.alias) == ("chat", "qwen2.5:7b", "chat")
+    assert (host.image, host.instance_type, host.lifecycle) == (
+        IMAGE.image_id,
+        "g5.xlarge",
+        "on-demand",
+    )
+    assert host.nvme_disks == 1
+
+
+def test_a_spot_notice_is_over_after_its_two_minutes_divided_by_the_labs_factor(
+    tmp_path, monkeypatch
+):
+    paths = LabPaths(state=tmp_path, cache=tmp_path)
+    instance = {"PrivateIpAddress": "10.77.0.200", "State": {"Name": "running"}}
+    assert not notice_is_over(paths, instance)
+    notice = imds.notice_path(paths.imds_dir / "notices", "10.77.0.200", "spot")
+    notice.parent.mkdir(parents=True)
+    notice.write_text("{}")
+    assert not notice_is_over(paths, instance)
+    later = notice.stat().st_mtime + notice_seconds()
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert notice_is_over(paths, instance) and notice_seconds() == 15
+    assert not notice_is_over(paths, {**instance, "State": {"Name": "shutting-down"}})

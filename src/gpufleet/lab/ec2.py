@@ -32,11 +32,12 @@ def endpoint(port: int) -> str:
     return f"http://{LOOPBACK}:{port}"
 
 
-def client(topology: LabTopology) -> Any:
+def client(topology: LabTopology, service: str = "ec2") -> Any:
+    """A client of the lab's API: EC2 by default, or another service moto serves there."""
     import boto3
 
     return boto3.session.Session(**CREDENTIALS, region_name=topology.region).client(
-        "ec2", endpoint_url=endpoint(topology.ec2_port)
+        service, endpoint_url=endpoint(topology.ec2_port)
     )
 
 
@@ -95,6 +96,14 @@ def launch(topology: LabTopology, hosts: list[LabHost]) -> None:
     subnets = _ensure_subnets(ec2, topology)
     for host in hosts:
         _run_instance(ec2, host, subnets[host.az_index], host.image)
+
+
+def mark_lab_host(topology: LabTopology, instance_id: str, name: str) -> None:
+    """Name an instance the API launched itself after the lab host that now stands for it."""
+    client(topology).create_tags(
+        Resources=[instance_id],
+        Tags=[{"Key": LAB_HOST_TAG, "Value": name}, {"Key": tags.NAME, "Value": name}],
+    )
 
 
 def _ensure_subnets(ec2: Any, topology: LabTopology) -> list[str]:

@@ -107,6 +107,14 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "model_swap_aws_endpoint_url": endpoint(topology.ec2_port),
         "model_swap_aws_access_key": CREDENTIALS["aws_access_key_id"],
         "model_swap_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
+        # The pools' groups (capacity.yml) live in the lab's EC2 API, their instances tagged
+        # with the lab's env; the keeper (gpufleet.lab.instance_keeper) boots them.
+        "capacity_region": topology.region,
+        "capacity_env": LAB_ENV,
+        "capacity_registry": base,
+        "capacity_aws_endpoint_url": endpoint(topology.ec2_port),
+        "capacity_aws_access_key": CREDENTIALS["aws_access_key_id"],
+        "capacity_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
         # Who may reach what (host_firewall): the controller is the lab's ops and monitoring
         # host; clients reach the LB from anywhere on the lab's subnet.
         "fleet_ops_cidrs": [f"{topology.gateway}/32"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +38,11 @@ from gpufleet.lab.system import (
     mounts_below,
     port_in_use,
     processes_in_netns,
+    python_module,
+    read_pid,
     run,
+    start_daemon,
+    stop_daemon,
     succeeds,
     tcp_open,
     wait_until,
@@ -56,6 +62,7 @@ from gpufleet.lab.topology import (
     plan,
 )
 
+KEEPER_MODULE = "gpufleet.lab.instance_keeper"
 REQUIRED_TOOLS = (
     "systemd-nspawn",
     "debootstrap",
@@ -143,6 +150,7 @@ def _lab_processes(paths: LabPaths) -> list[tuple[int, str]]:
     markers = {
         "gpufleet.lab.supervisor": "host supervisor",
         "gpufleet.lab.ec2": "EC2 API",
+        KEEPER_MODULE: "instance keeper",
         downloads.REGISTRY_MODULE: "model registry",
         imds.IMDS_MODULE: "IMDS",
     }
@@ -309,6 +317,11 @@ def wait_for_ssh(paths: LabPaths, topology: LabTopology, names: list[str]) -> No
 
 def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     check_prerequisites()
+    with topology_lock(paths):
+        return _up(paths, request)
+
+
+def _up(paths: LabPaths, request: UpRequest) -> LabTopology:
     topology = _resolve(paths, request)
     topology = replace(topology, ec2_port=_choose_ec2_port(paths, topology, request.ec2_port))
     lower = rootfs.ensure_rootfs(paths.cache)
@@ -326,6 +339,8 @@ def up(paths: LabPaths, request: UpRequest) -> LabTopology:
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port, topology.gateway)
     ec2.seed(topology)
+    if read_pid(_keeper_pid(paths)) is None:
+        _start_keeper(paths)
     topology, artifacts = _ensure_downloads(paths, topology)
     inventory.write(paths, topology, artifacts)
     front_door.ensure(paths, topology)
@@ -386,22 +401,76 @@ def keep_image(
 def launch(paths: LabPaths, request: LaunchRequest) -> list[LabHost]:
     """New hosts from an image, checked first: with a bad request nothing is made."""
     check_prerequisites()
+    with topology_lock(paths):
+        topology = _loaded(paths)
+        launched = plan_hosts(topology, images.find(paths, request.image_id), request)
+        topology = _boot_launched(paths, topology, launched)
+        ec2.launch(topology, launched)
+        _announce_launched(paths, topology, launched)
+    wait_for_ssh(paths, topology, [h.name for h in launched])
+    return launched
+
+
+def adopt(paths: LabPaths, host: LabHost, instance_id: str) -> None:
+    """Boot a host for an instance the EC2 API launched itself (an Auto Scaling group's).
+    The caller holds topology_lock, as for retire."""
+    topology = _boot_launched(paths, _loaded(paths), [host])
+    ec2.mark_lab_host(topology, instance_id, host.name)
+    _announce_launched(paths, topology, [host])
+
+
+def retire(paths: LabPaths, name: str) -> None:
+    """Power off a launched host whose instance was terminated, and forget it: its address
+    may be the next instance's."""
+    topology = _loaded(paths)
+    host = topology.host(name)
+    files = hosts.HostFiles(paths, name)
+    hosts.stop(files, host.netns)
+    hosts.unmount(files)
+    disks.wipe(paths, host)
+    network.remove_host_link(host)
+    imds.clear_notices(paths.imds_dir / "notices", host.address)
+    shutil.rmtree(paths.host_dir(name), onerror=_unless_already_gone)
+    topology = replace(topology, hosts=[h for h in topology.hosts if h.name != name])
+    _save(paths, topology)
+    topology, artifacts = _ensure_downloads(paths, topology)
+    inventory.write(paths, topology, artifacts)
+    lines = paths.known_hosts.read_text().splitlines()
+    kept = [line for line in lines if host.address not in line.split(" ", 1)[0].split(",")]
+    paths.known_hosts.write_text("".join(f"{line}\n" for line in kept))
+
+
+@contextlib.contextmanager
+def topology_lock(paths: LabPaths) -> Iterator[None]:
+    """One writer of the lab's hosts at a time: `lab launch` and the instance keeper."""
+    paths.state.mkdir(parents=True, exist_ok=True)
+    with (paths.state / "hosts.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _loaded(paths: LabPaths) -> LabTopology:
     topology = load(paths)
     if topology is None:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
-    launched = plan_hosts(topology, images.find(paths, request.image_id), request)
+    return topology
+
+
+def _boot_launched(paths: LabPaths, topology: LabTopology, launched: list[LabHost]) -> LabTopology:
     topology = replace(topology, hosts=[*topology.hosts, *launched])
     _save(paths, topology)
     lower = rootfs.ensure_rootfs(paths.cache)
     authorized_key = _ensure_ssh_key(paths)
     for host in launched:
         _bring_up_host(paths, topology, host, lower, authorized_key)
-    ec2.launch(topology, launched)
+    return topology
+
+
+def _announce_launched(paths: LabPaths, topology: LabTopology, launched: list[LabHost]) -> None:
+    """The inventory lists the new hosts; SSH knows their keys once their first boot made them."""
     topology, artifacts = _ensure_downloads(paths, topology)
     inventory.write(paths, topology, artifacts)
     _learn_host_keys(paths, launched)
-    wait_for_ssh(paths, topology, [h.name for h in launched])
-    return launched
 
 
 def _learn_host_keys(paths: LabPaths, launched: list[LabHost]) -> None:
@@ -421,12 +490,38 @@ def _learn_host_keys(paths: LabPaths, launched: list[LabHost]) -> None:
         known_hosts.write("\n".join(lines) + "\n")
 
 
+def keeper_ready(paths: LabPaths) -> Path:
+    return paths.ec2_dir / "keeper.ready"
+
+
+def _keeper_pid(paths: LabPaths) -> Path:
+    return paths.ec2_dir / "keeper.pid"
+
+
+def _start_keeper(paths: LabPaths) -> None:
+    """The daemon that boots, powers off and reclaims hosts as the EC2 API's groups need
+    (gpufleet.lab.instance_keeper)."""
+    keeper_ready(paths).unlink(missing_ok=True)
+    start_daemon(
+        python_module(KEEPER_MODULE, str(paths.state), str(paths.cache)),
+        paths.ec2_dir,
+        "keeper",
+        ready=keeper_ready(paths).exists,
+        what="the lab's instance keeper",
+    )
+
+
 # --- reset and down ---------------------------------------------------------------------------
 
 
 def reset(paths: LabPaths, names: list[str]) -> None:
     """Give the named hosts a fresh disk: as if just launched from the lab's image."""
     check_prerequisites()
+    with topology_lock(paths):
+        _reset(paths, names)
+
+
+def _reset(paths: LabPaths, names: list[str]) -> None:
     topology = load(paths)
     if topology is None:
         raise LabError("the lab is not up: run `gpufleet lab up` first")
@@ -458,6 +553,8 @@ def reset(paths: LabPaths, names: list[str]) -> None:
 def down(paths: LabPaths) -> list[str]:
     """Remove the lab entirely; return whatever could not be removed (empty when clean)."""
     check_prerequisites()
+    # First, so that no instance is booted or reclaimed while the lab goes.
+    stop_daemon(_keeper_pid(paths))
     topology = load(paths)
     host_dirs = sorted((paths.state / "hosts").glob("*"))
     with ThreadPoolExecutor(max_workers=max(1, len(host_dirs))) as pool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -85,7 +86,7 @@ def plan_hosts(topology: LabTopology, image: images.Image, request: LaunchReques
             f"--pool {request.pool!r}: the lab's GPU pools are {', '.join(pools) or 'none'}, "
             "whose LB backends a launched host joins; nothing launched"
         )
-    numbers = [int(m.group(1)) for h in topology.hosts if (m := GPU_NAME.fullmatch(h.name))]
+    first_number = next_gpu_number(topology)
     taken = {h.address for h in topology.hosts} | {topology.gateway}
     launched = []
     for index in range(request.count):
@@ -94,7 +95,7 @@ def plan_hosts(topology: LabTopology, image: images.Image, request: LaunchReques
         taken.add(address)
         launched.append(
             LabHost(
-                name=f"gpu-{max(numbers, default=0) + 1 + index}",
+                name=f"gpu-{first_number + index}",
                 role="gpu",
                 address=address,
                 az_index=az_index,
@@ -108,6 +109,21 @@ def plan_hosts(topology: LabTopology, image: images.Image, request: LaunchReques
             )
         )
     return launched
+
+
+def next_gpu_number(topology: LabTopology, used: Iterable[str] = ()) -> int:
+    """The number of the next GPU host's name: gpu-N after the highest there is, or that
+    `used` names (the terminated instances': a name is never given twice)."""
+    names = [*(h.name for h in topology.hosts), *used]
+    numbers = [int(m.group(1)) for name in names if (m := GPU_NAME.fullmatch(name))]
+    return max(numbers, default=0) + 1
+
+
+def az_index_of(topology: LabTopology, address: str) -> int:
+    """Which half of the lab subnet, so which of its two EC2 subnets (AZs), holds the address."""
+    half = topology.network.num_addresses // 2
+    offset = int(ipaddress.IPv4Address(address)) - int(topology.network.network_address)
+    return offset // half
 
 
 def _free_address(topology: LabTopology, az_index: int, taken: set[str]) -> str:

@@ -108,6 +108,13 @@ def ensure_host_link(topology: LabTopology, host: LabHost) -> None:
     run([*in_ns, "route", "replace", "default", "via", topology.gateway])
 
 
+def remove_host_link(host: LabHost) -> None:
+    """Take the host's veth pair and namespace away, so its address is free on the bridge."""
+    kill_netns_processes(host.netns)
+    run(["ip", "link", "delete", host.veth], check=False)
+    run(["ip", "netns", "delete", host.netns], check=False)
+
+
 def lab_namespaces() -> list[str]:
     names = run(["ip", "netns", "list"], check=False).split("\n")
     return [line.split()[0] for line in names if line.startswith(NETNS_PREFIX)]

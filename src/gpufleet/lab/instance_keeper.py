@@ -1,0 +1,172 @@
+"""What EC2 does with the instances the lab's EC2 API (moto) only records, done with lab hosts.
+
+moto keeps Auto Scaling groups and launches their instances, as records. This keeper, a lab
+daemon that `gpufleet lab up` starts, makes those records real every 2 seconds:
+
+- an instance a group launched becomes a lab host booted from the instance's image (a lab
+  image, `lab images`) at the private address EC2 gave it, with the tags its launch template
+  gave it: a `lab launch` host whose address EC2 chose, named gpu-N and tagged so;
+- a launched host whose instance is terminated is powered off and forgotten, so its address
+  is free for the next instance;
+- a spot interruption notice (`lab spot-notice`) on a group's instance ends as EC2 ends it:
+  the instance is reclaimed once the notice's two minutes, divided by TIME_FACTOR, are over,
+  and its group launches a replacement (moto's terminate-in-group, without a decrement,
+  stands for the group's health check finding the instance gone).
+
+The hosts of `lab up` and `lab launch` belong to no group and are never reclaimed: the tests
+give them notices to watch a drain.
+
+    python -m gpufleet.lab.instance_keeper STATE_DIR CACHE_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gpufleet import tags
+from gpufleet.lab import LabError, ec2, lab
+from gpufleet.lab.launch import az_index_of, next_gpu_number
+from gpufleet.lab.standins import imds
+from gpufleet.lab.topology import LabHost, LabPaths, LabTopology
+
+# The lab's clock for spot interruptions: EC2's two minutes of notice become 15 s.
+TIME_FACTOR = 8
+INTERVAL_SECONDS = 2.0
+LIVE_STATES = ("pending", "running")
+# Every type of the capacity role's sizing table has one instance-store (NVMe) disk.
+INSTANCE_STORE_DISKS = 1
+
+
+def say(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def notice_seconds() -> float:
+    return imds.SPOT_WARNING.total_seconds() / TIME_FACTOR
+
+
+def keep(paths: LabPaths) -> None:
+    """Every INTERVAL_SECONDS, make the API's instances and the lab's hosts agree."""
+    refused: set[str] = set()
+    failing = ""
+    clients: dict[str, Any] = {}
+    lab.keeper_ready(paths).touch()
+    while True:
+        try:
+            with lab.topology_lock(paths):
+                topology = lab.load(paths)
+                if topology is not None:
+                    if not clients:
+                        clients = {s: ec2.client(topology, s) for s in ("ec2", "autoscaling")}
+                    keep_once(paths, clients, refused)
+            if failing:
+                say("the lab's EC2 API answers again")
+            failing = ""
+        except Exception as exc:  # the keeper outlives any one failure, and says it once
+            if str(exc) != failing:
+                say(f"could not keep the instances ({type(exc).__name__}): {exc}")
+            failing = str(exc)
+        time.sleep(INTERVAL_SECONDS)
+
+
+def keep_once(paths: LabPaths, clients: dict[str, Any], refused: set[str]) -> None:
+    topology = lab.load(paths)
+    members = _group_members(clients["autoscaling"])
+    instances = _instances(clients["ec2"]) if members or _launched(topology) else []
+    by_host = {i["tags"].get(ec2.LAB_HOST_TAG): i for i in instances}
+    for host in _launched(topology):
+        instance = by_host.get(host.name)
+        if instance is None or instance["State"]["Name"] not in LIVE_STATES:
+            lab.retire(paths, host.name)
+            say(f"{host.name} at {host.address} powered off: its instance is terminated")
+    for instance in instances:
+        name = instance["tags"].get(ec2.LAB_HOST_TAG)
+        if name and instance["InstanceId"] in members and notice_is_over(paths, instance):
+            clients["autoscaling"].terminate_instance_in_auto_scaling_group(
+                InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=False
+            )
+            say(f"{name} ({instance['InstanceId']}) reclaimed at the end of its spot notice")
+    for instance in instances:
+        wanted = instance["InstanceId"] in members and instance["State"]["Name"] in LIVE_STATES
+        if not wanted or ec2.LAB_HOST_TAG in instance["tags"]:
+            continue
+        if instance["InstanceId"] in refused:
+            continue
+        try:
+            used = [i["tags"].get(tags.NAME, "") for i in instances]
+            host = host_for(lab.load(paths), instance, used)
+            lab.adopt(paths, host, instance["InstanceId"])
+        except LabError as exc:
+            refused.add(instance["InstanceId"])
+            say(f"{instance['InstanceId']} gets no lab host: {exc}")
+            continue
+        say(
+            f"{host.name} at {host.address} booted from {host.image} for "
+            f"{instance['InstanceId']} of group {members[instance['InstanceId']]}"
+        )
+
+
+def _launched(topology: LabTopology) -> list[LabHost]:
+    """The hosts launched from an image (`lab launch`, or the keeper's): instances may end."""
+    return [h for h in topology.hosts if h.image]
+
+
+def host_for(
+    topology: LabTopology, instance: dict[str, Any], used_names: Iterable[str] = ()
+) -> LabHost:
+    """The lab host that stands for an instance: its address, image, type and tags, and a
+    name no host or instance had."""
+    found = instance["tags"]
+    return LabHost(
+        name=f"gpu-{next_gpu_number(topology, used_names)}",
+        role=found.get(tags.ROLE, "gpu"),
+        address=instance["PrivateIpAddress"],
+        az_index=az_index_of(topology, instance["PrivateIpAddress"]),
+        instance_type=instance["InstanceType"],
+        lifecycle=instance.get("InstanceLifecycle", "on-demand"),
+        pool=found.get(tags.POOL, ""),
+        model=found.get(tags.MODEL, ""),
+        alias=found.get(tags.ALIAS, ""),
+        nvme_disks=INSTANCE_STORE_DISKS,
+        image=instance["ImageId"],
+    )
+
+
+def _instances(ec2_client: Any) -> list[dict[str, Any]]:
+    pages = ec2_client.get_paginator("describe_instances").paginate()
+    found = []
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                instance["tags"] = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                found.append(instance)
+    return found
+
+
+def _group_members(autoscaling: Any) -> dict[str, str]:
+    """Each instance in an Auto Scaling group, with its group's name."""
+    pages = autoscaling.get_paginator("describe_auto_scaling_instances").paginate()
+    return {
+        i["InstanceId"]: i["AutoScalingGroupName"]
+        for page in pages
+        for i in page["AutoScalingInstances"]
+    }
+
+
+def notice_is_over(paths: LabPaths, instance: dict[str, Any]) -> bool:
+    if instance["State"]["Name"] not in LIVE_STATES:
+        return False
+    notice = imds.notice_path(paths.imds_dir / "notices", instance["PrivateIpAddress"], "spot")
+    try:
+        given = notice.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return time.time() - given >= notice_seconds()
+
+
+if __name__ == "__main__":
+    keep(LabPaths(state=Path(sys.argv[1]), cache=Path(sys.argv[2])))
