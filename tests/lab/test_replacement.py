@@ -3,14 +3,17 @@ the run's baked image, the lab's EC2 API launches its instance, and the lab's ke
 as a host (gpufleet.lab.instance_keeper). Under streaming load from the official client, the
 host gets a spot interruption notice: its agent drains it, the instance is reclaimed at the
 end of the (compressed) notice, the group launches a replacement, and the LB's membership
-service takes the replacement in. No playbook runs after capacity.yml."""
+service takes the replacement in. Then Ollama is killed on the group's host for good: the LB
+marks it down, its membership service marks the instance Unhealthy in the group past
+lb_membership_unhealthy_after (10 s in the lab), and the group replaces it. No playbook runs
+after capacity.yml."""
 
 import json
 import time
 
 import pytest
 from fleet import QWEN, playbook, servers, target, wait_for
-from labctl import ec2_client, gpufleet
+from labctl import ec2_client, gpufleet, on_host
 
 from gpufleet.lab import lab as lab_life
 from gpufleet.lab.instance_keeper import notice_seconds
@@ -121,4 +124,37 @@ def test_a_spot_notice_ends_with_the_groups_replacement_serving_and_no_request_l
         f"spot notice on {first_host} to {second_host} serving through the LB: "
         f"{replacement_serving:.1f} s (notice compressed to {notice_seconds():.0f} s); "
         f"{summary['served']} streams served, 0 failed, 0 truncated"
+    )
+
+
+def test_a_host_whose_ollama_stays_dead_is_replaced_losing_only_its_own_streams(lab, pool):
+    wait_for(lambda: serving(lab) is not None, 240)
+    dead_id, dead_host, _ = serving(lab)
+    with Load(target(pool), [QWEN], concurrency=20, tokens=40) as running:
+        time.sleep(3)
+        # Killed, and kept from coming back: systemd's restarts cannot run the binary.
+        on_host(dead_host, "sudo chmod a-x /usr/bin/ollama && sudo systemctl kill -s KILL ollama")
+        killed_by = time.monotonic()
+
+        def replaced() -> bool:
+            now = serving(lab)
+            return now is not None and now[0] != dead_id
+
+        wait_for(replaced, 240)
+        replacement_serving = time.monotonic() - killed_by
+        _, new_host, new_address = serving(lab)
+        before = int(slot_of(new_address)["stot"])
+        wait_for(lambda: int(slot_of(new_address)["stot"]) > before, 60)
+    report = running.report
+
+    # Only streams the dead host had begun answering are lost, at most its maxconn (4).
+    failed = report.problems()
+    assert all(o.verdict == "truncated" and o.started < killed_by for o in failed), failed[:5]
+    assert len(failed) <= 4, failed[:5]
+    assert report.summary()["served"] >= 20, report.summary()
+    state = ec2_client(lab).describe_instances(InstanceIds=[dead_id])["Reservations"][0]
+    assert state["Instances"][0]["State"]["Name"] == "terminated"
+    print(
+        f"Ollama dead on {dead_host} to {new_host} serving through the LB: "
+        f"{replacement_serving:.1f} s (unhealthy after 10 s down); {report.summary()}"
     )

@@ -193,3 +193,32 @@ def test_a_config_that_lacks_a_setting_is_one_line(tmp_path):
     assert str(refused.value) == (
         f"gpufleet-lb-membership: {settings} lacks env, socket, default_backend, port"
     )
+
+
+def test_only_a_group_instance_down_everywhere_past_the_limit_is_unhealthy():
+    """HAProxy's `lastchg` says how long: down past unhealthy_after in every server of the
+    default backend; maintenance, a drain, a recent fall or no group is never marked."""
+    place = {"pool": "chat", "model": QWEN, "alias": ""}
+
+    def instance(number: int, group: str = "gpufleet-prod-chat"):
+        return membership.Instance(f"i-{number}", f"10.42.0.{number}", place, group)
+
+    def row(number: int, status: str, lastchg: int, server: str = "gpufleet-slot1") -> dict:
+        address = f"10.42.0.{number}:11434"
+        return {"pxname": "be_default", "svname": server, "addr": address, "status": status,
+                "lastchg": str(lastchg)}  # fmt: skip
+
+    instances = [instance(n) for n in range(1, 7)] + [instance(7, group="")]
+    rows = [
+        row(1, "DOWN", 40),
+        row(2, "DOWN", 5),
+        row(3, "MAINT", 400),
+        row(4, "DRAIN", 400),
+        row(5, "DOWN (agent)", 60),
+        row(5, "UP", 60, server="gpufleet-slot2"),
+        row(6, "DOWN (agent)", 31),
+        row(7, "DOWN", 400),
+        {**row(1, "UP", 400), "pxname": BE_QWEN},
+    ]
+    found = membership.unhealthy(instances, rows, "be_default", 11434, 30)
+    assert [(i.instance_id, seconds) for i, seconds in found] == [("i-1", 40), ("i-6", 31)]

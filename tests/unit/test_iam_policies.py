@@ -150,7 +150,8 @@ def test_capacity_is_allowed_its_calls_and_nothing_to_delete():
     assert not any("Delete" in a and a != "autoscaling:DeleteTags" for a in policy)
 
 
-def test_the_lb_membership_service_lists_instances_only():
+def test_the_lb_membership_service_lists_instances_and_marks_health_only():
     program = "roles/lb_membership/files/gpufleet_lb_membership.py"
-    assert calls_of("ec2", program) == {"ec2:DescribeInstances"}
-    assert allowed("lb-membership-policy.json") == {"ec2:DescribeInstances"}
+    calls = calls_of("ec2", program) | calls_of("autoscaling", program)
+    assert calls == {"ec2:DescribeInstances", "autoscaling:SetInstanceHealth"}
+    assert allowed("lb-membership-policy.json") == calls

@@ -150,4 +150,3 @@ def test_a_spot_notice_is_over_after_its_two_minutes_divided_by_the_labs_factor(
     later = notice.stat().st_mtime + notice_seconds()
     monkeypatch.setattr(time, "time", lambda: later)
     assert notice_is_over(paths, instance) and notice_seconds() == 15
-    assert not notice_is_over(paths, {**instance, "State": {"Name": "shutting-down"}})

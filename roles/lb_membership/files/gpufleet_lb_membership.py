@@ -11,6 +11,12 @@ state ready: it takes traffic once its fleet agent's check says so); a slot whos
 is no longer listed is put in maintenance and emptied. Servers the configuration names
 (the inventory's hosts at the last loadbalancer.yml) are left to it.
 
+An instance of an Auto Scaling group whose servers in the default backend have all been DOWN
+(Ollama not answering its checks) for unhealthy_after seconds or more, as HAProxy's own
+`lastchg` counts them, is marked Unhealthy in its group (respecting the group's grace period
+after launch), which replaces it; HAProxy already sends it nothing. A host in maintenance or
+draining is not DOWN, and is never marked.
+
 Only HAProxy's memory changes, through its runtime API; the haproxy role saves the servers'
 state before every reload and stop, and the slots' `init-addr last` reads it back. When the
 EC2 API or HAProxy fails, nothing changes and one journal line says so (and one when they
@@ -25,7 +31,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,7 @@ TAGS = {
     "pool": "gpufleet:pool",
     "model": "gpufleet:model",
     "alias": "gpufleet:alias",
+    "group": "aws:autoscaling:groupName",
 }
 # A GPU host without a pool tag is in this pool, as the inventory's fleet filters read it.
 DEFAULT_POOL = "default"
@@ -59,6 +66,8 @@ class Instance:
     instance_id: str
     address: str
     place: dict[str, str]
+    # Its Auto Scaling group, empty when it is in none.
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,14 @@ def running_gpu_instances(ec2: Any, env: str) -> list[Instance]:
                     "model": tags.get(TAGS["model"], ""),
                     "alias": tags.get(TAGS["alias"], ""),
                 }
-                found.append(Instance(instance["InstanceId"], instance["PrivateIpAddress"], place))
+                found.append(
+                    Instance(
+                        instance["InstanceId"],
+                        instance["PrivateIpAddress"],
+                        place,
+                        tags.get(TAGS["group"], ""),
+                    )
+                )
     return found
 
 
@@ -147,6 +163,8 @@ class Plan:
 
     changes: list[Change]
     unplaced: list[str]
+    # Group instances down past unhealthy_after, with their seconds down: marked Unhealthy.
+    unhealthy: list[tuple[Instance, int]] = field(default_factory=list)
 
 
 def plan(members: dict[str, dict[str, str]], servers: list[Server], slot_prefix: str) -> Plan:
@@ -177,6 +195,27 @@ def plan(members: dict[str, dict[str, str]], servers: list[Server], slot_prefix:
     return result
 
 
+def unhealthy(
+    instances: list[Instance], rows: list[dict[str, str]], backend: str, port: int, after: int
+) -> list[tuple[Instance, int]]:
+    """The group instances whose servers in the backend (`show stat` rows) are all DOWN, and
+    have been for `after` seconds or more: each with the seconds."""
+    found = []
+    for instance in instances:
+        own = [
+            r
+            for r in rows
+            if r.get("pxname") == backend and r.get("addr") == f"{instance.address}:{port}"
+        ]
+        if not instance.group or not own:
+            continue
+        if all(r.get("status", "").startswith("DOWN") for r in own):
+            down_for = min(int(r.get("lastchg") or 0) for r in own)
+            if down_for >= after:
+                found.append((instance, down_for))
+    return found
+
+
 def load_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
@@ -188,23 +227,40 @@ def load_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def sync(config: dict[str, Any], ec2: Any, dry_run: bool = False) -> Plan:
+def sync(config: dict[str, Any], aws: dict[str, Any], dry_run: bool = False) -> Plan:
     """One pass; an EC2 or runtime API failure raises before any change is made."""
-    instances = running_gpu_instances(ec2, config["env"])
+    instances = running_gpu_instances(aws["ec2"], config["env"])
     members = wanted_members(instances, config["default_backend"])
     servers = servers_state(config["socket"])
     result = plan(members, servers, SLOT_PREFIX)
+    after = int(config.get("unhealthy_after") or 0)
+    if after:
+        rows = haproxy_runtime.parse_stat(haproxy_runtime.command(config["socket"], "show stat"))
+        result.unhealthy = unhealthy(
+            instances, rows, config["default_backend"], config["port"], after
+        )
     if not dry_run:
         for change in result.changes:
             for command in change.commands(config["port"]):
                 haproxy_runtime.command(config["socket"], command)
+        for instance, _down_for in result.unhealthy:
+            aws["autoscaling"].set_instance_health(
+                InstanceId=instance.instance_id,
+                HealthStatus="Unhealthy",
+                ShouldRespectGracePeriod=True,
+            )
     return result
 
 
-def one_pass(config: dict[str, Any], ec2: Any, dry_run: bool) -> str:
-    """Sync once and print what changed; the failure's line when one stopped it, else ''."""
+def one_pass(
+    config: dict[str, Any], aws: dict[str, Any], dry_run: bool, marked: set[str] | None = None
+) -> str:
+    """Sync once and print what changed; the failure's line when one stopped it, else ''.
+    An instance is marked Unhealthy at every pass while it is down (a group ignores the mark
+    in its grace period), and said once: `marked` holds those said."""
+    marked = set() if marked is None else marked
     try:
-        result = sync(config, ec2, dry_run)
+        result = sync(config, aws, dry_run)
     except (BotoCoreError, ClientError) as exc:
         return f"EC2 API failed, servers left as they were: {exc}"
     except haproxy_runtime.RuntimeApiError as exc:
@@ -213,6 +269,16 @@ def one_pass(config: dict[str, Any], ec2: Any, dry_run: bool) -> str:
         print(("would: " if dry_run else "") + change.line(), flush=True)
     for line in result.unplaced:
         print(line, flush=True)
+    for instance, down_for in result.unhealthy:
+        if instance.instance_id in marked:
+            continue
+        marked.add(instance.instance_id)
+        print(
+            ("would: " if dry_run else "")
+            + f"{instance.instance_id} at {instance.address}: DOWN for {down_for} s in "
+            f"{config['default_backend']}, marked Unhealthy in {instance.group} to be replaced",
+            flush=True,
+        )
     return ""
 
 
@@ -224,10 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     endpoint = config.get("endpoint_url") or None
-    ec2 = boto3.client("ec2", region_name=config["region"], endpoint_url=endpoint)
-    failing = ""
+    aws = {
+        service: boto3.client(service, region_name=config["region"], endpoint_url=endpoint)
+        for service in ("ec2", "autoscaling")
+    }
+    failing, marked = "", set()
     while True:
-        failure = one_pass(config, ec2, args.dry_run)
+        failure = one_pass(config, aws, args.dry_run, marked)
         # A failure is said once, and its end, not every few seconds.
         if failure and failure != failing:
             print(failure, flush=True)

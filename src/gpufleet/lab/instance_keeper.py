@@ -11,7 +11,9 @@ daemon that `gpufleet lab up` starts, makes those records real every 2 seconds:
 - a spot interruption notice (`lab spot-notice`) on a group's instance ends as EC2 ends it:
   the instance is reclaimed once the notice's two minutes, divided by TIME_FACTOR, are over,
   and its group launches a replacement (moto's terminate-in-group, without a decrement,
-  stands for the group's health check finding the instance gone).
+  stands for the group's health check finding the instance gone);
+- an instance marked Unhealthy in its group (SetInstanceHealth: the LB membership service
+  does it) is terminated and replaced as the group does; moto's groups only record it.
 
 The hosts of `lab up` and `lab launch` belong to no group and are never reclaimed: the tests
 give them notices to watch a drain.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +88,19 @@ def keep_once(paths: LabPaths, clients: dict[str, Any], refused: set[str]) -> No
             say(f"{host.name} at {host.address} powered off: its instance is terminated")
     for instance in instances:
         name = instance["tags"].get(ec2.LAB_HOST_TAG)
-        if name and instance["InstanceId"] in members and notice_is_over(paths, instance):
-            clients["autoscaling"].terminate_instance_in_auto_scaling_group(
-                InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=False
-            )
-            say(f"{name} ({instance['InstanceId']}) reclaimed at the end of its spot notice")
+        member = members.get(instance["InstanceId"])
+        if not name or member is None or instance["State"]["Name"] not in LIVE_STATES:
+            continue
+        if notice_is_over(paths, instance):
+            why = "reclaimed at the end of its spot notice"
+        elif member.health == "Unhealthy":
+            why = "marked Unhealthy in its group, replaced"
+        else:
+            continue
+        clients["autoscaling"].terminate_instance_in_auto_scaling_group(
+            InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=False
+        )
+        say(f"{name} ({instance['InstanceId']}) {why}")
     for instance in instances:
         wanted = instance["InstanceId"] in members and instance["State"]["Name"] in LIVE_STATES
         if not wanted or ec2.LAB_HOST_TAG in instance["tags"]:
@@ -106,7 +117,7 @@ def keep_once(paths: LabPaths, clients: dict[str, Any], refused: set[str]) -> No
             continue
         say(
             f"{host.name} at {host.address} booted from {host.image} for "
-            f"{instance['InstanceId']} of group {members[instance['InstanceId']]}"
+            f"{instance['InstanceId']} of group {members[instance['InstanceId']].group}"
         )
 
 
@@ -147,19 +158,25 @@ def _instances(ec2_client: Any) -> list[dict[str, Any]]:
     return found
 
 
-def _group_members(autoscaling: Any) -> dict[str, str]:
-    """Each instance in an Auto Scaling group, with its group's name."""
+@dataclass(frozen=True)
+class Member:
+    """An instance's place in its Auto Scaling group."""
+
+    group: str
+    health: str
+
+
+def _group_members(autoscaling: Any) -> dict[str, Member]:
+    """Each instance in an Auto Scaling group: its group, and its health there."""
     pages = autoscaling.get_paginator("describe_auto_scaling_instances").paginate()
     return {
-        i["InstanceId"]: i["AutoScalingGroupName"]
+        i["InstanceId"]: Member(i["AutoScalingGroupName"], i["HealthStatus"])
         for page in pages
         for i in page["AutoScalingInstances"]
     }
 
 
 def notice_is_over(paths: LabPaths, instance: dict[str, Any]) -> bool:
-    if instance["State"]["Name"] not in LIVE_STATES:
-        return False
     notice = imds.notice_path(paths.imds_dir / "notices", instance["PrivateIpAddress"], "spot")
     try:
         given = notice.stat().st_mtime
