@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit sanity lab-test clean
 
 help:
-	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, keep the pool as an Auto Scaling group and replace a spot-interrupted host under load, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, ansible-test sanity on the collection, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -139,8 +139,11 @@ demo: deps
 	gpufleet lab load --models llama3.1:8b --seconds 5 | sed -u 's/^/launched host, through the LB: /' | tee -a $(DEMO_LOG); \
 	gpufleet lab ssh lb-1 "echo 'show stat -1 4 -1' | sudo socat -t 5 stdio UNIX-CONNECT:/run/haproxy/admin.sock" \
 		| awk -F, -v host=$$launched '$$2 == host && $$1 ~ /llama/ { print "    " $$1 "/" $$2 ": " $$18 ", " $$8 " requests" }'; \
+	echo "--- capacity: the pool chat as an Auto Scaling group on the image (capacity.yml); the lab's EC2 boots its instance, the LB's membership service takes it in; then a spot notice under 20 streams, and the group's replacement serves with no playbook"; \
+	gpufleet lab capacity-drill --image $$image --model llama3.1:8b | tee -a $(DEMO_LOG); \
+	sed 's/^/    lab EC2: /' $(LAB_STATE)/ec2/keeper.log; \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
-	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB): lab load|^(report|bake|front door): |^lab launch: ' $(DEMO_LOG) | sed 's/^/    /'
+	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB): lab load|^(report|bake|front door): |^lab (launch|capacity-drill): ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .

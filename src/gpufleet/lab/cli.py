@@ -20,6 +20,7 @@ from gpufleet.bake import BakeError
 from gpufleet.lab import (
     LabError,
     bake_host,
+    capacity_drill,
     front_door,
     hosts,
     images,
@@ -120,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="-- COMMAND",
         help="stream for as long as COMMAND runs (a playbook), instead of --seconds",
     )
+    drill = actions.add_parser(
+        "capacity-drill",
+        help="keep the pool chat as an Auto Scaling group on an image (capacity.yml), then give "
+        "its host a spot notice under 20 streams and time its replacement's first served "
+        "request; exit 1 if any request failed or was cut",
+    )
+    drill.add_argument("--image", required=True, metavar="AMI", help="an image of `lab images`")
+    drill.add_argument("--model", default="llama3.1:8b", help="the pool's model (llama3.1:8b)")
     actions.add_parser(
         "publish-update",
         help="publish the lab's Debian point release (a newer libc6) to every host's apt",
@@ -226,6 +235,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return _lab_front_door(paths, topology)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
+    if args.action == "capacity-drill":
+        return _capacity_drill(paths, topology, args.image, args.model)
     if args.action == "prometheus":
         return _lab_prometheus(topology, args.seconds, args.screenshot, args.json)
     if args.action == "publish-update":
@@ -370,6 +381,20 @@ def _lab_prometheus(
             print(f"  {result.title:<32} {verdict}{reason}")
     missing = [r.title for r in results if not r.series and not r.needs_gpu]
     return 1 if missing else 0
+
+
+def _capacity_drill(paths: LabPaths, topology: LabTopology, image: str, model: str) -> int:
+    balancer = _first_balancer(topology)
+    images.find(paths, image)
+    capacity_drill.publish_and_keep_the_pool(paths, topology, image, model)
+    print(f"lab capacity-drill: the pool chat is an Auto Scaling group on {image} ({model})")
+    figures = capacity_drill.spot_notice_drill(paths, topology, balancer.address, model)
+    print(
+        f"lab capacity-drill: spot notice on {figures['noticed']}; {figures['replacement']} "
+        f"served through the LB {figures['notice_to_serving_s']} s later (the notice lasts "
+        f"{figures['notice_s']:.0f} s in the lab); load: {json.dumps(figures['load'])}"
+    )
+    return 1 if figures["load"]["failed"] or figures["load"]["truncated"] else 0
 
 
 def _spot_notice(paths: LabPaths, host: LabHost, rebalance: bool, clear: bool) -> int:

@@ -1,0 +1,206 @@
+"""`gpufleet lab capacity-drill`: a pool's Auto Scaling group on the lab keeps its capacity
+through a spot interruption, under streaming load, with no playbook after capacity.yml.
+
+The image is published to the SSM parameter capacity.yml reads (as a bake in CI publishes
+it), capacity.yml makes the pool's group of one instance in the lab's subnets, and the lab's
+instance keeper boots it. Once it serves through the LB (its slot UP, taken in by the LB's
+membership service), 20 streams of the official clients ask for its model, the host gets a
+spot interruption notice, and the drill waits until the group's replacement serves through
+the LB, then for one request served there. It reports the time from the notice to the
+replacement's first served request and what the clients saw.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpufleet.lab import LabError, ec2, front_door
+from gpufleet.lab.instance_keeper import notice_seconds
+from gpufleet.lab.standins import imds
+from gpufleet.lab.topology import LabPaths, LabTopology
+
+REPO = Path(__file__).resolve().parents[3]
+POOL = "chat"
+GROUP = f"gpufleet-{ec2.LAB_ENV}-{POOL}"
+PARAMETER = "/gpufleet/gpu/ami/latest"
+OLLAMA_PORT = 11434
+RUNTIME_SOCKET = "/run/haproxy/admin.sock"
+WAIT_SECONDS = 240.0
+
+
+@dataclass(frozen=True)
+class GroupHost:
+    """A group's instance and the lab host standing for it (empty until the keeper boots it)."""
+
+    instance_id: str
+    host: str
+    address: str
+
+
+def publish_and_keep_the_pool(
+    paths: LabPaths, topology: LabTopology, image: str, model: str
+) -> None:
+    """Publish the image, then run capacity.yml for the pool: one instance, on demand (moto's
+    groups launch none of a spot share that rounds down)."""
+    ec2.client(topology, "ssm").put_parameter(
+        Name=PARAMETER, Value=image, Type="String", Overwrite=True
+    )
+    pools = {
+        POOL: {
+            "model": model,
+            "alias": POOL,
+            "subnets": lab_subnets(topology),
+            "min": 1,
+            "max": 2,
+            "on_demand_base": 1,
+            "min_azs": 2,
+        }
+    }
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(paths.inventory_dir),
+            "playbooks/capacity.yml",
+            "-e",
+            json.dumps({"capacity_pools": pools}),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise LabError(f"capacity.yml exited {result.returncode}: {result.stdout[-2000:]}")
+
+
+def lab_subnets(topology: LabTopology) -> list[str]:
+    """The lab VPC's two subnets, one per AZ, in address order."""
+    client = ec2.client(topology)
+    vpc = client.describe_vpcs(Filters=[{"Name": "cidr", "Values": [topology.subnet]}])
+    subnets = client.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc["Vpcs"][0]["VpcId"]]}]
+    )["Subnets"]
+    return [s["SubnetId"] for s in sorted(subnets, key=lambda s: s["CidrBlock"])]
+
+
+def group_hosts(topology: LabTopology, group: str = GROUP) -> list[GroupHost]:
+    found = ec2.client(topology, "autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[group]
+    )["AutoScalingGroups"]
+    ids = [i["InstanceId"] for g in found for i in g["Instances"]]
+    if not ids:
+        return []
+    reservations = ec2.client(topology).describe_instances(InstanceIds=ids)["Reservations"]
+    hosts = []
+    for instance in (i for r in reservations for i in r["Instances"]):
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        hosts.append(
+            GroupHost(
+                instance["InstanceId"],
+                tags.get(ec2.LAB_HOST_TAG, ""),
+                instance["PrivateIpAddress"],
+            )
+        )
+    return hosts
+
+
+def lb_servers(paths: LabPaths, balancer_address: str) -> list[dict[str, str]]:
+    """`show stat`'s server rows, read on the LB host through its runtime API."""
+    answer = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(paths.ssh_config),
+            balancer_address,
+            f"echo 'show stat -1 4 -1' | sudo socat -t 5 stdio UNIX-CONNECT:{RUNTIME_SOCKET}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    header, *rows = answer.lstrip("# ").splitlines() or [""]
+    names = header.split(",")
+    return [dict(zip(names, row.split(","), strict=False)) for row in rows if row]
+
+
+def serving_host(
+    paths: LabPaths, topology: LabTopology, balancer_address: str, model: str
+) -> GroupHost | None:
+    """The group's one instance once its host is booted and UP in the model's backend."""
+    found = group_hosts(topology)
+    if len(found) != 1 or not found[0].host:
+        return None
+    backend = f"be_model_{model}"
+    rows = [
+        r
+        for r in lb_servers(paths, balancer_address)
+        if r.get("pxname") == backend and r.get("addr") == f"{found[0].address}:{OLLAMA_PORT}"
+    ]
+    return found[0] if rows and rows[0].get("status", "").startswith("UP") else None
+
+
+def served_on(paths: LabPaths, balancer_address: str, model: str, address: str) -> int:
+    backend = f"be_model_{model}"
+    return sum(
+        int(r.get("stot") or 0)
+        for r in lb_servers(paths, balancer_address)
+        if r.get("pxname") == backend and r.get("addr") == f"{address}:{OLLAMA_PORT}"
+    )
+
+
+def wait(condition: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise LabError(f"{what}: not within {timeout:.0f} s")
+
+
+def spot_notice_drill(
+    paths: LabPaths, topology: LabTopology, balancer_address: str, model: str
+) -> dict[str, Any]:
+    """The drill on a pool already kept by capacity.yml; its figures."""
+    from gpufleet.lab.load import Load
+
+    first = wait(
+        lambda: serving_host(paths, topology, balancer_address, model),
+        "the group's instance serving through the LB",
+    )
+    target = front_door.lb_target(paths, balancer_address)
+    running = Load(target, [model], concurrency=20, tokens=40).start()
+    time.sleep(3)
+    noticed = time.monotonic()
+    imds.give_notice(paths.imds_dir / "notices", first.address, "spot")
+
+    def replacement() -> GroupHost | None:
+        now = serving_host(paths, topology, balancer_address, model)
+        return now if now is not None and now.instance_id != first.instance_id else None
+
+    try:
+        second = wait(replacement, "the group's replacement serving through the LB")
+        before = served_on(paths, balancer_address, model, second.address)
+        wait(
+            lambda: served_on(paths, balancer_address, model, second.address) > before,
+            f"a request served by {second.host}",
+        )
+        seconds = time.monotonic() - noticed
+    finally:
+        report = running.stop()
+    return {
+        "noticed": first.host,
+        "replacement": second.host,
+        "notice_to_serving_s": round(seconds, 1),
+        "notice_s": notice_seconds(),
+        "load": report.summary(),
+        "problems": report.problems(),
+    }
