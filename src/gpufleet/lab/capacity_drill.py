@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpufleet.lab import LabError, ec2, front_door
+from gpufleet.lab import LabError, collection_module_util, ec2, front_door
 from gpufleet.lab.instance_keeper import notice_seconds
 from gpufleet.lab.standins import imds
+from gpufleet.lab.system import wait_until
 from gpufleet.lab.topology import LabPaths, LabTopology
 
 REPO = Path(__file__).resolve().parents[3]
@@ -56,7 +57,7 @@ def publish_and_keep_the_pool(
         POOL: {
             "model": model,
             "alias": POOL,
-            "subnets": lab_subnets(topology),
+            "subnets": ec2.subnet_ids(topology),
             "min": 1,
             "max": 2,
             "on_demand_base": 1,
@@ -81,16 +82,6 @@ def publish_and_keep_the_pool(
         raise LabError(f"capacity.yml exited {result.returncode}: {result.stdout[-2000:]}")
 
 
-def lab_subnets(topology: LabTopology) -> list[str]:
-    """The lab VPC's two subnets, one per AZ, in address order."""
-    client = ec2.client(topology)
-    vpc = client.describe_vpcs(Filters=[{"Name": "cidr", "Values": [topology.subnet]}])
-    subnets = client.describe_subnets(
-        Filters=[{"Name": "vpc-id", "Values": [vpc["Vpcs"][0]["VpcId"]]}]
-    )["Subnets"]
-    return [s["SubnetId"] for s in sorted(subnets, key=lambda s: s["CidrBlock"])]
-
-
 def group_hosts(topology: LabTopology, group: str = GROUP) -> list[GroupHost]:
     found = ec2.client(topology, "autoscaling").describe_auto_scaling_groups(
         AutoScalingGroupNames=[group]
@@ -112,8 +103,9 @@ def group_hosts(topology: LabTopology, group: str = GROUP) -> list[GroupHost]:
     return hosts
 
 
-def lb_servers(paths: LabPaths, balancer_address: str) -> list[dict[str, str]]:
-    """`show stat`'s server rows, read on the LB host through its runtime API."""
+def lb_rows(paths: LabPaths, balancer_address: str, model: str, address: str) -> list[dict]:
+    """The `show stat` rows of the model's backend for the address, read on the LB host
+    through its runtime API and parsed by the collection's own parser."""
     answer = subprocess.run(
         [
             "ssh",
@@ -126,9 +118,9 @@ def lb_servers(paths: LabPaths, balancer_address: str) -> list[dict[str, str]]:
         text=True,
         check=False,
     ).stdout
-    header, *rows = answer.lstrip("# ").splitlines() or [""]
-    names = header.split(",")
-    return [dict(zip(names, row.split(","), strict=False)) for row in rows if row]
+    rows = collection_module_util("haproxy_runtime").parse_stat(answer)
+    backend, addr = f"be_model_{model}", f"{address}:{OLLAMA_PORT}"
+    return [r for r in rows if r.get("pxname") == backend and r.get("addr") == addr]
 
 
 def serving_host(
@@ -138,32 +130,26 @@ def serving_host(
     found = group_hosts(topology)
     if len(found) != 1 or not found[0].host:
         return None
-    backend = f"be_model_{model}"
-    rows = [
-        r
-        for r in lb_servers(paths, balancer_address)
-        if r.get("pxname") == backend and r.get("addr") == f"{found[0].address}:{OLLAMA_PORT}"
-    ]
+    rows = lb_rows(paths, balancer_address, model, found[0].address)
     return found[0] if rows and rows[0].get("status", "").startswith("UP") else None
 
 
 def served_on(paths: LabPaths, balancer_address: str, model: str, address: str) -> int:
-    backend = f"be_model_{model}"
-    return sum(
-        int(r.get("stot") or 0)
-        for r in lb_servers(paths, balancer_address)
-        if r.get("pxname") == backend and r.get("addr") == f"{address}:{OLLAMA_PORT}"
-    )
+    return sum(int(r.get("stot") or 0) for r in lb_rows(paths, balancer_address, model, address))
 
 
 def wait(condition: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """What condition() returns once it is true; LabError naming `what` at the timeout."""
+    found = None
+
+    def check() -> bool:
+        nonlocal found
         found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise LabError(f"{what}: not within {timeout:.0f} s")
+        return bool(found)
+
+    if not wait_until(check, timeout, 0.5):
+        raise LabError(f"{what}: not within {timeout:.0f} s")
+    return found
 
 
 def spot_notice_drill(

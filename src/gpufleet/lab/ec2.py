@@ -98,6 +98,11 @@ def launch(topology: LabTopology, hosts: list[LabHost]) -> None:
         _run_instance(ec2, host, subnets[host.az_index], host.image)
 
 
+def subnet_ids(topology: LabTopology) -> list[str]:
+    """The lab VPC's two subnets, one per AZ, in address order (the first AZ's first)."""
+    return _ensure_subnets(client(topology), topology)
+
+
 def mark_lab_host(topology: LabTopology, instance_id: str, name: str) -> None:
     """Name an instance the API launched itself after the lab host that now stands for it."""
     client(topology).create_tags(

@@ -65,7 +65,7 @@ def keep(paths: LabPaths) -> None:
                 if topology is not None:
                     if not clients:
                         clients = {s: ec2.client(topology, s) for s in ("ec2", "autoscaling")}
-                    keep_once(paths, clients, refused)
+                    keep_once(paths, topology, clients, refused)
             if failing:
                 say("the lab's EC2 API answers again")
             failing = ""
@@ -76,8 +76,9 @@ def keep(paths: LabPaths) -> None:
         time.sleep(INTERVAL_SECONDS)
 
 
-def keep_once(paths: LabPaths, clients: dict[str, Any], refused: set[str]) -> None:
-    topology = lab.load(paths)
+def keep_once(
+    paths: LabPaths, topology: LabTopology, clients: dict[str, Any], refused: set[str]
+) -> None:
     members = _group_members(clients["autoscaling"])
     instances = _instances(clients["ec2"]) if members or _launched(topology) else []
     by_host = {i["tags"].get(ec2.LAB_HOST_TAG): i for i in instances}

@@ -10,15 +10,12 @@ first-boot and every-boot work; no playbook runs on it.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
-from gpufleet.lab import LabError, images
+from gpufleet.lab import LabError, collection_module_util, images
 from gpufleet.lab.topology import (
     DEFAULT_NVME_SIZE,
     GPU_INSTANCE_TYPES,
@@ -32,15 +29,6 @@ from gpufleet.lab.topology import (
 LIFECYCLES = ("on-demand", "spot")
 MAX_COUNT = 8
 GPU_NAME = re.compile(r"gpu-(\d+)")
-
-
-def _model_names() -> ModuleType:
-    """The collection's one check of model names (plugins/module_utils/model_names.py)."""
-    path = Path(__file__).resolve().parents[3] / "plugins" / "module_utils" / "model_names.py"
-    spec = importlib.util.spec_from_file_location("gpufleet_model_names", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)
@@ -69,7 +57,7 @@ def plan_hosts(topology: LabTopology, image: images.Image, request: LaunchReques
             f"image {image.image_id} failed its audit ({image.audit}): it is kept to be read, "
             "not launched; nothing launched"
         )
-    names = _model_names()
+    names = collection_module_util("model_names")
     model = request.model or (image.models[0] if image.models else "")
     problem = names.name_problem(model) if model else "no model given and the image has none"
     if problem:
