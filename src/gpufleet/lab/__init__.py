@@ -7,6 +7,7 @@ inventory plugin can be proven end to end without AWS or a GPU.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,5 +26,7 @@ def collection_module_util(name: str) -> ModuleType:
         f"gpufleet_{name}", COLLECTION_MODULE_UTILS / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
+    # Registered first, so dataclasses can resolve the module's own names.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module

@@ -21,6 +21,7 @@ from gpufleet.lab import (
     LabError,
     bake_host,
     capacity_drill,
+    ec2_groups,
     front_door,
     hosts,
     images,
@@ -102,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         "--rebalance", action="store_true", help="a rebalance recommendation instead"
     )
     notice.add_argument("--clear", action="store_true", help="take the host's notices back")
+    spot = actions.add_parser(
+        "spot",
+        help="refuse spot launches to the lab's Auto Scaling groups (a spot capacity shortage), "
+        "or allow them again",
+    )
+    spot.add_argument("market", choices=("refuse", "allow"))
     actions.add_parser(
         "front-door",
         help="call the LB as careless and hostile clients would, and with the lab's key through "
@@ -235,6 +242,10 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return _lab_front_door(paths, topology)
     if args.action == "spot-notice":
         return _spot_notice(paths, topology.host(args.host), args.rebalance, args.clear)
+    if args.action == "spot":
+        ec2_groups.refuse_spot(paths.ec2_dir, args.market == "refuse")
+        print(f"lab spot: the lab's groups' spot launches are {args.market}d")
+        return 0
     if args.action == "capacity-drill":
         return _capacity_drill(paths, topology, args.image, args.model)
     if args.action == "prometheus":

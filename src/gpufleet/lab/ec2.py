@@ -193,8 +193,12 @@ def _ensure_baked_image(ec2: Any, topology: LabTopology) -> None:
     )
 
 
-def _serve(port: int, gateway: str) -> None:
+def _serve(port: int, ec2_dir: Path, gateway: str) -> None:
     from moto.server import ThreadedMotoServer
+
+    from gpufleet.lab import ec2_groups
+
+    ec2_groups.install(ec2_dir)
 
     # One process: moto's backends are the process's, so both addresses see one EC2.
     servers = [
@@ -216,5 +220,5 @@ def _serve(port: int, gateway: str) -> None:
 
 
 if __name__ == "__main__":
-    # The second argument, the lab's EC2 state dir, only marks the process as the lab's.
-    _serve(int(sys.argv[1]), sys.argv[3])
+    # The second argument, the lab's EC2 state dir, also marks the process as the lab's.
+    _serve(int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
