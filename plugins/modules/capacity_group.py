@@ -87,6 +87,9 @@ options:
     description:
       - Tags on the group, propagated to the instances it launches. Other tags the group
         has are removed.
+      - The group also carries C(gpufleet:on-demand-base), the pool's own base. The LBs' spot
+        fallback (gpufleet-lb-membership) raises the group's base and desired capacity above
+        it while spot is missing; the module keeps that margin.
     type: dict
     default: {}
 attributes:
@@ -174,10 +177,12 @@ except ImportError:  # AnsibleAWSModule says botocore is missing.
     BotoCoreError = ClientError = Exception
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback import BASE_TAG
 
 
-def _view(params: dict[str, Any], desired: int) -> dict[str, Any]:
-    """The group's settings as compared and shown: one flat, readable form."""
+def _view(params: dict[str, Any], desired: int, fallback: int) -> dict[str, Any]:
+    """The group's settings as compared and shown: one flat, readable form. The LBs' spot
+    fallback keeps `fallback` on-demand instances above the pool's base (BASE_TAG)."""
     return {
         "name": params["name"],
         "launch_template": params["launch_template"],
@@ -186,13 +191,13 @@ def _view(params: dict[str, Any], desired: int) -> dict[str, Any]:
         "min_size": params["min_size"],
         "max_size": params["max_size"],
         "desired_capacity": desired,
-        "on_demand_base": params["on_demand_base"],
+        "on_demand_base": params["on_demand_base"] + fallback,
         "spot_share": params["spot_share"],
         "spot_allocation_strategy": params["spot_allocation_strategy"],
         "instance_types": list(params["instance_types"]),
         "capacity_rebalance": params["capacity_rebalance"],
         "health_check_grace_period": params["health_check_grace_period"],
-        "tags": dict(params["tags"]),
+        "tags": {**params["tags"], BASE_TAG: str(params["on_demand_base"])},
     }
 
 
@@ -223,13 +228,17 @@ def current_view(group: dict[str, Any]) -> dict[str, Any]:
 
 
 def wanted_view(params: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
-    """What the group should be; the desired capacity kept, only moved into min..max."""
+    """What the group should be; the desired capacity and the spot fallback's stand-ins kept,
+    the desired capacity only moved into min..max."""
     low, high = params["min_size"], params["max_size"]
     if current is None:
         desired = params["desired_capacity"] if params["desired_capacity"] is not None else low
+        fallback = 0
     else:
         desired = current["desired_capacity"]
-    return _view(params, min(max(desired, low), high))
+        base = current["tags"].get(BASE_TAG, "")
+        fallback = max(0, current["on_demand_base"] - int(base)) if base.isdigit() else 0
+    return _view(params, min(max(desired, low), high), fallback)
 
 
 def group_settings(view: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +276,8 @@ def tag_list(name: str, tags: dict[str, str]) -> list[dict[str, Any]]:
             "ResourceType": "auto-scaling-group",
             "Key": key,
             "Value": value,
-            "PropagateAtLaunch": True,
+            # The pool's base is the group's own; its instances carry the fleet's tags.
+            "PropagateAtLaunch": key != BASE_TAG,
         }
         for key, value in sorted(tags.items())
     ]

@@ -64,6 +64,7 @@ def test_creates_the_group_with_its_base_and_spot_share_then_changes_nothing(mot
     assert {t["Key"]: t["PropagateAtLaunch"] for t in group["Tags"]} == {
         "gpufleet:role": True,
         "gpufleet:pool": True,
+        "gpufleet:on-demand-base": False,
     }
     again = run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
     assert not again["changed"], again
@@ -76,7 +77,10 @@ def test_check_mode_shows_the_change_and_makes_none(moto, pool_network):
     assert checked["changed"] and not checked["created"]
     assert checked["diff"]["before"]["max_size"] == 4
     assert checked["diff"]["after"]["max_size"] == 6
-    assert checked["diff"]["after"]["tags"] == {"gpufleet:role": "gpu"}
+    assert checked["diff"]["after"]["tags"] == {
+        "gpufleet:role": "gpu",
+        "gpufleet:on-demand-base": "1",
+    }
     (group,) = described(moto)
     assert group["MaxSize"] == 4
     run_module("gpufleet.fleet.capacity_group", wider)
@@ -88,7 +92,29 @@ def test_check_mode_shows_the_change_and_makes_none(moto, pool_network):
         ]
         == 50
     )
-    assert [t["Key"] for t in group["Tags"]] == ["gpufleet:role"]
+    assert sorted(t["Key"] for t in group["Tags"]) == ["gpufleet:on-demand-base", "gpufleet:role"]
+
+
+def test_keeps_the_on_demand_standing_in_for_spot_above_the_pools_base(moto, pool_network):
+    """The LBs' spot fallback raised the base and desired capacity by one: kept; a new base
+    for the pool moves the group's by as much, the stand-in still above it."""
+    run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
+    (group,) = described(moto)
+    policy = group["MixedInstancesPolicy"]
+    policy["InstancesDistribution"]["OnDemandBaseCapacity"] = 2
+    policy["LaunchTemplate"]["LaunchTemplateSpecification"].pop("LaunchTemplateId")
+    aws(moto, "autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName="gpufleet-lab-chat", DesiredCapacity=2, MixedInstancesPolicy=policy
+    )
+    kept = run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
+    assert not kept["changed"], kept
+    assert kept["group"]["on_demand_base"] == 2 and kept["group"]["desired_capacity"] == 2
+    raised = run_module(
+        "gpufleet.fleet.capacity_group", group_args(moto, pool_network, on_demand_base=2)
+    )
+    assert raised["changed"] and raised["group"]["on_demand_base"] == 3
+    distribution = described(moto)[0]["MixedInstancesPolicy"]["InstancesDistribution"]
+    assert distribution["OnDemandBaseCapacity"] == 3
 
 
 def test_keeps_the_desired_capacity_a_scaler_set_moving_it_only_into_range(moto, pool_network):
