@@ -23,6 +23,7 @@ STATIC = "10.42.0.10"
 # On the LB host the collection's haproxy_runtime is installed beside the program, so named.
 repo_scripts.load("plugins/module_utils/haproxy_runtime.py", "gpufleet_haproxy_runtime")
 repo_scripts.load("plugins/module_utils/fleet_backends.py", "gpufleet_fleet_backends")
+repo_scripts.load("plugins/module_utils/spot_fallback.py", "gpufleet_spot_fallback")
 membership = repo_scripts.load("roles/lb_membership/files/gpufleet_lb_membership.py")
 
 
@@ -222,3 +223,76 @@ def test_only_a_group_instance_down_everywhere_past_the_limit_is_unhealthy():
     ]
     found = membership.unhealthy(instances, rows, "be_default", 11434, 30)
     assert [(i.instance_id, seconds) for i, seconds in found] == [("i-1", 40), ("i-6", 31)]
+
+
+class Recorded:
+    """An API client that records the calls made to it."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def __getattr__(self, name: str):
+        return lambda **kwargs: self.calls.append((name, kwargs))
+
+
+def test_a_stand_in_is_terminated_only_once_every_lb_has_drained_it(monkeypatch):
+    """Two LBs: this one drains its servers, says it has no stream once scur is 0 (its drain
+    settled past the agent's ready window); the base is lowered only once the other LB has
+    said so too, then the stand-in is released and terminated, the desired capacity
+    decremented."""
+    calls: list = []
+    aws = {"ec2": Recorded(calls), "autoscaling": Recorded(calls)}
+    commands: list = []
+    monkeypatch.setattr(membership.haproxy_runtime, "command", lambda _s, c: commands.append(c))
+    config = {"socket": "admin.sock", "instance_id": "i-lb1"}
+    group = {
+        "AutoScalingGroupName": "gpufleet-prod-chat",
+        "MixedInstancesPolicy": {"InstancesDistribution": {"OnDemandBaseCapacity": 2}},
+    }
+    servers = [membership.Server("be_default", "gpufleet-slot1", "10.42.0.9")]
+    drained, give_back = "gpufleet:drained-by:", "gpufleet:give-back"
+
+    def steps(tags: dict, status: str, scur: int, lastchg: int = 20) -> list[str]:
+        leaving = membership.Member("i-9", "10.42.0.9", "on-demand", "", tags)
+        row = {"pxname": "be_default", "svname": "gpufleet-slot1", "status": status,
+               "scur": str(scur), "lastchg": str(lastchg)}  # fmt: skip
+        found = membership.give_back_steps(
+            aws, config, group, leaving, servers, [row], ["i-lb1", "i-lb2"]
+        )
+        calls.clear()
+        commands.clear()
+        for step in found:
+            step.make()
+        return [step.line for step in found]
+
+    assert len(steps({give_back: "draining"}, "UP", 3)) == 1
+    assert commands == ["set server be_default/gpufleet-slot1 state drain"] and not calls
+    assert steps({give_back: "draining"}, "DRAIN", 2) == []
+    # Not yet past the agent's ready window, in which a `ready` could undo the drain.
+    assert steps({give_back: "draining"}, "DRAIN", 0, lastchg=5) == []
+    steps({give_back: "draining"}, "DRAIN", 0)
+    assert calls == [("create_tags", {"Resources": ["i-9"], "Tags": [
+        {"Key": f"{drained}i-lb1", "Value": "yes"}]})]  # fmt: skip
+    assert steps({give_back: "draining", f"{drained}i-lb1": "yes"}, "DRAIN", 0) == []
+    # The other LB has drained it: this LB's own drain ends the give-back in the same pass.
+    steps({give_back: "draining", f"{drained}i-lb2": "yes"}, "DRAIN", 0)
+    assert [call[0] for call in calls] == [
+        "create_tags",
+        "update_auto_scaling_group",
+        "create_tags",
+        "terminate_instance_in_auto_scaling_group",
+    ]
+    assert calls[1][1]["MixedInstancesPolicy"] == {
+        "InstancesDistribution": {"OnDemandBaseCapacity": 1}
+    }
+    assert calls[2][1]["Tags"] == [{"Key": give_back, "Value": "released"}]
+    assert calls[3][1] == {"InstanceId": "i-9", "ShouldDecrementDesiredCapacity": True}
+    # Stopped after the release: the next pass, here or on another LB, terminates it.
+    both = {f"{drained}i-lb1": "yes", f"{drained}i-lb2": "yes"}
+    steps({**both, give_back: "released"}, "DRAIN", 0)
+    assert calls == [
+        (
+            "terminate_instance_in_auto_scaling_group",
+            {"InstanceId": "i-9", "ShouldDecrementDesiredCapacity": True},
+        )
+    ]

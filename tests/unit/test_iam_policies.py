@@ -150,8 +150,15 @@ def test_capacity_is_allowed_its_calls_and_nothing_to_delete():
     assert not any("Delete" in a and a != "autoscaling:DeleteTags" for a in policy)
 
 
-def test_the_lb_membership_service_lists_instances_and_marks_health_only():
+def test_the_lb_membership_service_lists_marks_health_and_keeps_the_spot_fallback_only():
     program = "roles/lb_membership/files/gpufleet_lb_membership.py"
     calls = calls_of("ec2", program) | calls_of("autoscaling", program)
-    assert calls == {"ec2:DescribeInstances", "autoscaling:SetInstanceHealth"}
+    assert calls == {
+        "ec2:DescribeInstances",
+        "ec2:CreateTags",
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:SetInstanceHealth",
+        "autoscaling:UpdateAutoScalingGroup",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    }
     assert allowed("lb-membership-policy.json") == calls

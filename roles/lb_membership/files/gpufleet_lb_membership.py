@@ -17,6 +17,13 @@ An instance of an Auto Scaling group whose servers in the default backend have a
 after launch), which replaces it; HAProxy already sends it nothing. A host in maintenance or
 draining is not DOWN, and is never marked.
 
+Spot fallback (spot_fallback_after seconds, 0: off): a pool group kept by capacity.yml whose
+spot instances have been missing that long (spot capacity errors: EC2 launches none) gets
+on-demand stand-ins, by raising its on-demand base and desired capacity together; once its
+whole spot share serves through the LB again, the newest on-demand instance is given back,
+drained on every LB first (module_utils/spot_fallback.py has the rule and its state, all in
+the API's tags, so any LB continues what another began).
+
 Only HAProxy's memory changes, through its runtime API; the haproxy role saves the servers'
 state before every reload and stop, and the slots' `init-addr last` reads it back. When the
 EC2 API or HAProxy fails, nothing changes and one journal line says so (and one when they
@@ -31,12 +38,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import gpufleet_haproxy_runtime as haproxy_runtime
+import gpufleet_spot_fallback as spot_fallback
 from botocore.exceptions import BotoCoreError, ClientError
 from gpufleet_fleet_backends import fleet_backends
 
@@ -56,6 +65,10 @@ TAGS = {
 # A GPU host without a pool tag is in this pool, as the inventory's fleet filters read it.
 DEFAULT_POOL = "default"
 REQUIRED = ("region", "env", "socket", "default_backend", "port")
+# A stand-in counts as drained on this LB once its servers have been DRAIN this long with no
+# stream: longer than the fleet agent's ready window (10 s), in which its `ready` cancels a
+# drain set through the runtime API.
+DRAIN_SETTLE_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,16 @@ class Plan:
     unplaced: list[str]
     # Group instances down past unhealthy_after, with their seconds down: marked Unhealthy.
     unhealthy: list[tuple[Instance, int]] = field(default_factory=list)
+    # The spot fallback's steps: stand in for missing spot, or give a stand-in back.
+    fallback: list[Step] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change the spot fallback makes (an API call or a drain on this LB), and its line."""
+
+    line: str
+    make: Callable[[], Any]
 
 
 def plan(members: dict[str, dict[str, str]], servers: list[Server], slot_prefix: str) -> Plan:
@@ -216,29 +239,273 @@ def unhealthy(
     return found
 
 
+@dataclass(frozen=True)
+class Member:
+    """A pool group's instance, as EC2 describes it."""
+
+    instance_id: str
+    address: str
+    lifecycle: str
+    launched: str
+    tags: dict[str, str]
+
+
+def pool_groups(autoscaling: Any, env: str) -> list[dict[str, Any]]:
+    """The environment's pool groups that capacity.yml keeps (they carry the pool's base)."""
+    pages = autoscaling.get_paginator("describe_auto_scaling_groups").paginate()
+    found = []
+    for page in pages:
+        for group in page["AutoScalingGroups"]:
+            tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
+            if tags.get(TAGS["env"]) == env and spot_fallback.BASE_TAG in tags:
+                found.append(group | {"tags": tags})
+    return found
+
+
+def group_members(ec2: Any, groups: list[dict[str, Any]]) -> dict[str, Member]:
+    """The groups' instances that are not on their way out, by id."""
+    ids = [
+        i["InstanceId"]
+        for g in groups
+        for i in g["Instances"]
+        if not i["LifecycleState"].startswith(("Terminat", "Detach"))
+    ]
+    found: dict[str, Member] = {}
+    if not ids:
+        return found
+    for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
+        for reservation in page["Reservations"]:
+            for i in reservation["Instances"]:
+                found[i["InstanceId"]] = Member(
+                    i["InstanceId"],
+                    i.get("PrivateIpAddress", ""),
+                    i.get("InstanceLifecycle", "on-demand"),
+                    str(i.get("LaunchTime", "")),
+                    {t["Key"]: t["Value"] for t in i.get("Tags", [])},
+                )
+    return found
+
+
+def running_lbs(ec2: Any, env: str) -> list[str]:
+    """The environment's running LBs' instance ids: each must drain a stand-in given back."""
+    filters = [
+        {"Name": f"tag:{TAGS['role']}", "Values": ["lb"]},
+        {"Name": f"tag:{TAGS['env']}", "Values": [env]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ]
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+
+
+def serving_addresses(rows: list[dict[str, str]], backend: str, port: int) -> set[str]:
+    """The addresses UP in the backend (`show stat` rows)."""
+    return {
+        r["addr"].rsplit(":", 1)[0]
+        for r in rows
+        if r.get("pxname") == backend
+        and r.get("status", "").startswith("UP")
+        and r.get("addr", "").endswith(f":{port}")
+    }
+
+
+def group_state(
+    group: dict[str, Any], members: list[Member], serving: set[str]
+) -> spot_fallback.GroupState:
+    distribution = group["MixedInstancesPolicy"]["InstancesDistribution"]
+    spot = [m for m in members if m.lifecycle == "spot"]
+    return spot_fallback.GroupState(
+        name=group["AutoScalingGroupName"],
+        desired=group["DesiredCapacity"],
+        max_size=group["MaxSize"],
+        base=distribution.get("OnDemandBaseCapacity", 0),
+        own_base=int(group["tags"][spot_fallback.BASE_TAG]),
+        spot_share=100 - distribution.get("OnDemandPercentageAboveBaseCapacity", 100),
+        spot_live=len(spot),
+        spot_serving=sum(1 for m in spot if m.address in serving),
+    )
+
+
+def with_base(base: int) -> dict[str, Any]:
+    """A policy update that changes the on-demand base only: the API keeps what it omits
+    (and an update naming the launch template would need the right to launch from it)."""
+    return {"InstancesDistribution": {"OnDemandBaseCapacity": base}}
+
+
+def tag(ec2: Any, instance_id: str, key: str, value: str) -> Callable[[], Any]:
+    return lambda: ec2.create_tags(Resources=[instance_id], Tags=[{"Key": key, "Value": value}])
+
+
+def stand_in_steps(
+    aws: dict[str, Any], group: dict[str, Any], state: spot_fallback.GroupState, wanted: int
+) -> list[Step]:
+    """Raise the base and the desired capacity together: `wanted` stand-ins in all."""
+    more = wanted - state.fallback
+    return [
+        Step(
+            f"{state.name}: {state.spot_short} spot instance(s) missing, {more} on-demand "
+            f"standing in (base {state.base} -> {state.base + more}, desired "
+            f"{state.desired} -> {state.desired + more})",
+            lambda: aws["autoscaling"].update_auto_scaling_group(
+                AutoScalingGroupName=state.name,
+                DesiredCapacity=state.desired + more,
+                MixedInstancesPolicy=with_base(state.base + more),
+            ),
+        )
+    ]
+
+
+def give_back_steps(
+    aws: dict[str, Any],
+    config: dict[str, Any],
+    group: dict[str, Any],
+    leaving: Member,
+    servers: list[Server],
+    rows: list[dict[str, str]],
+    lbs: list[str],
+) -> list[Step]:
+    """The next steps of giving a stand-in back: drain it here, say it is drained here, once
+    every LB has, lower the base and terminate it with the desired capacity decremented. Each
+    step's effect is in the API before the next is made, so a pass that stops between two
+    is continued by the next, here or on another LB."""
+    ec2, name, iid = aws["ec2"], group["AutoScalingGroupName"], leaving.instance_id
+    terminate = Step(
+        f"{name}: {iid} at {leaving.address} given back, terminated",
+        lambda: aws["autoscaling"].terminate_instance_in_auto_scaling_group(
+            InstanceId=iid, ShouldDecrementDesiredCapacity=True
+        ),
+    )
+    if leaving.tags[spot_fallback.GIVE_BACK_TAG] == spot_fallback.RELEASED:
+        return [terminate]
+    own = [s for s in servers if s.address == leaving.address]
+    stats = {(r.get("pxname"), r.get("svname")): r for r in rows}
+    here = [stats.get((s.backend, s.name), {}) for s in own]
+    steps = [
+        Step(
+            f"{s.backend}/{s.name}: {iid} at {leaving.address} draining, to be given back",
+            lambda where=f"{s.backend}/{s.name}": haproxy_runtime.command(
+                config["socket"], f"set server {where} state drain"
+            ),
+        )
+        for s, row in zip(own, here, strict=True)
+        if not row.get("status", "").startswith(("DRAIN", "MAINT"))
+    ]
+    mine = spot_fallback.DRAINED_TAG_PREFIX + config["instance_id"]
+    idle = not steps and all(
+        int(row.get("scur") or 0) == 0 and int(row.get("lastchg") or 0) >= DRAIN_SETTLE_SECONDS
+        for row in here
+    )
+    drained = {key for key in leaving.tags if key.startswith(spot_fallback.DRAINED_TAG_PREFIX)}
+    if idle and mine not in drained:
+        steps.append(Step(f"{name}: {iid} has no stream on this LB", tag(ec2, iid, mine, "yes")))
+        drained.add(mine)
+    if all(spot_fallback.DRAINED_TAG_PREFIX + lb in drained for lb in lbs):
+        base = group["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandBaseCapacity"]
+        steps += [
+            Step(
+                f"{name}: {iid} drained on every LB; on-demand base {base} -> {base - 1}",
+                lambda: aws["autoscaling"].update_auto_scaling_group(
+                    AutoScalingGroupName=name, MixedInstancesPolicy=with_base(base - 1)
+                ),
+            ),
+            Step(
+                f"{name}: {iid} released",
+                tag(ec2, iid, spot_fallback.GIVE_BACK_TAG, spot_fallback.RELEASED),
+            ),
+            terminate,
+        ]
+    return steps
+
+
+def newest_on_demand(members: list[Member]) -> Member | None:
+    """The stand-in to give back: by launch time, so that every LB chooses the same one."""
+    return max(
+        (m for m in members if m.lifecycle != "spot"), key=lambda m: m.launched, default=None
+    )
+
+
+def fallback_steps(
+    config: dict[str, Any],
+    aws: dict[str, Any],
+    servers: list[Server],
+    rows: list[dict[str, str]],
+    short_since: dict[str, float],
+) -> list[Step]:
+    """Each pool group's next spot fallback steps. A group giving a stand-in back does only
+    that until it is done; one short of spot for spot_fallback_after seconds gets stand-ins;
+    one whose spot all serves gives one back."""
+    groups = pool_groups(aws["autoscaling"], config["env"])
+    members = group_members(aws["ec2"], groups)
+    serving = serving_addresses(rows, config["default_backend"], config["port"])
+    lbs: list[str] | None = None
+    steps: list[Step] = []
+    now = time.monotonic()
+    for group in groups:
+        own = [members[i["InstanceId"]] for i in group["Instances"] if i["InstanceId"] in members]
+        leaving = [m for m in own if spot_fallback.GIVE_BACK_TAG in m.tags]
+        if leaving:
+            lbs = running_lbs(aws["ec2"], config["env"]) if lbs is None else lbs
+            steps += give_back_steps(aws, config, group, leaving[0], servers, rows, lbs)
+            continue
+        state = group_state(group, own, serving)
+        if state.spot_short:
+            short_since.setdefault(state.name, now)
+        else:
+            short_since.pop(state.name, None)
+        short_for = now - short_since.get(state.name, now)
+        wanted = spot_fallback.fallback_wanted(state, short_for, config["spot_fallback_after"])
+        if wanted > state.fallback:
+            steps += stand_in_steps(aws, group, state, wanted)
+        elif spot_fallback.ready_to_give_back(state):
+            chosen = newest_on_demand(own)
+            if chosen is not None:
+                steps.append(
+                    Step(
+                        f"{state.name}: its spot serves again; {chosen.instance_id} at "
+                        f"{chosen.address}, the newest on demand, to be given back",
+                        tag(
+                            aws["ec2"],
+                            chosen.instance_id,
+                            spot_fallback.GIVE_BACK_TAG,
+                            spot_fallback.DRAINING,
+                        ),
+                    )
+                )
+    return steps
+
+
 def load_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f"gpufleet-lb-membership: cannot read {path}: {exc}") from None
     missing = [key for key in REQUIRED if key not in config]
+    if int(config.get("spot_fallback_after") or 0) and not config.get("instance_id"):
+        missing.append("instance_id (the LB's own, which the spot fallback's drain needs)")
     if missing:
         raise SystemExit(f"gpufleet-lb-membership: {path} lacks {', '.join(missing)}")
     return config
 
 
-def sync(config: dict[str, Any], aws: dict[str, Any], dry_run: bool = False) -> Plan:
+def sync(
+    config: dict[str, Any],
+    aws: dict[str, Any],
+    dry_run: bool = False,
+    short_since: dict[str, float] | None = None,
+) -> Plan:
     """One pass; an EC2 or runtime API failure raises before any change is made."""
     instances = running_gpu_instances(aws["ec2"], config["env"])
     members = wanted_members(instances, config["default_backend"])
     servers = servers_state(config["socket"])
     result = plan(members, servers, SLOT_PREFIX)
+    rows = haproxy_runtime.parse_stat(haproxy_runtime.command(config["socket"], "show stat"))
     after = int(config.get("unhealthy_after") or 0)
     if after:
-        rows = haproxy_runtime.parse_stat(haproxy_runtime.command(config["socket"], "show stat"))
         result.unhealthy = unhealthy(
             instances, rows, config["default_backend"], config["port"], after
         )
+    if int(config.get("spot_fallback_after") or 0):
+        short_since = {} if short_since is None else short_since
+        result.fallback = fallback_steps(config, aws, servers, rows, short_since)
     if not dry_run:
         for change in result.changes:
             for command in change.commands(config["port"]):
@@ -249,18 +516,25 @@ def sync(config: dict[str, Any], aws: dict[str, Any], dry_run: bool = False) -> 
                 HealthStatus="Unhealthy",
                 ShouldRespectGracePeriod=True,
             )
+        for step in result.fallback:
+            step.make()
     return result
 
 
 def one_pass(
-    config: dict[str, Any], aws: dict[str, Any], dry_run: bool, marked: set[str] | None = None
+    config: dict[str, Any],
+    aws: dict[str, Any],
+    dry_run: bool,
+    marked: set[str] | None = None,
+    short_since: dict[str, float] | None = None,
 ) -> str:
     """Sync once and print what changed; the failure's line when one stopped it, else ''.
     An instance is marked Unhealthy at every pass while it is down (a group ignores the mark
-    in its grace period), and said once: `marked` holds those said."""
+    in its grace period), and said once: `marked` holds those said. `short_since` holds when
+    each group was first seen short of spot."""
     marked = set() if marked is None else marked
     try:
-        result = sync(config, aws, dry_run)
+        result = sync(config, aws, dry_run, short_since)
     except (BotoCoreError, ClientError) as exc:
         return f"EC2 API failed, servers left as they were: {exc}"
     except haproxy_runtime.RuntimeApiError as exc:
@@ -279,6 +553,8 @@ def one_pass(
             f"{config['default_backend']}, marked Unhealthy in {instance.group} to be replaced",
             flush=True,
         )
+    for step in result.fallback:
+        print(("would: " if dry_run else "") + step.line, flush=True)
     return ""
 
 
@@ -294,9 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         service: boto3.client(service, region_name=config["region"], endpoint_url=endpoint)
         for service in ("ec2", "autoscaling")
     }
-    failing, marked = "", set()
+    failing, marked, short_since = "", set(), {}
     while True:
-        failure = one_pass(config, aws, args.dry_run, marked)
+        failure = one_pass(config, aws, args.dry_run, marked, short_since)
         # A failure is said once, and its end, not every few seconds.
         if failure and failure != failing:
             print(failure, flush=True)

@@ -132,6 +132,8 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "lb_membership_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
         # A lab host down 10 s is replaced: the lab's hosts reboot in seconds.
         "lb_membership_unhealthy_after": 10,
+        # Spot missing 10 s is stood in for: the lab's groups launch and refuse spot at once.
+        "lb_membership_spot_fallback_after": 10,
         # The LB hosts' networks an image's firewall lets reach Ollama: in AWS the LB subnets,
         # here each LB host's address, the lab's subnet being every host's.
         "fleet_lb_cidrs": [f"{h.address}/32" for h in topology.hosts if h.role == "lb"],
