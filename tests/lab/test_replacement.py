@@ -6,7 +6,10 @@ instance is reclaimed at the end of the (compressed) notice, the group launches 
 replacement, and the LB's membership service takes the replacement in. Then Ollama is killed
 on the group's host for good: the LB marks it down, its membership service marks the
 instance Unhealthy in the group past lb_membership_unhealthy_after (10 s in the lab), and the
-group replaces it. No playbook runs after capacity.yml."""
+group replaces it. Last, the pool gets a spot instance above its on-demand one and the lab
+refuses spot: a notice on the spot host ends with on-demand standing in (the LBs' spot
+fallback), and once spot is allowed again the stand-in is drained and given back. No
+playbook runs after capacity.yml."""
 
 import time
 
@@ -88,4 +91,22 @@ def test_a_host_whose_ollama_stays_dead_is_replaced_losing_only_its_own_streams(
     print(
         f"Ollama dead on {dead.host} to {new.host} serving through the LB: "
         f"{replacement_serving:.1f} s (unhealthy after 10 s down); {report.summary()}"
+    )
+
+
+def test_spot_refused_is_stood_in_for_on_demand_and_given_back_drained(lab, baked, pool):
+    drill.publish_and_keep_the_pool(pool["paths"], pool["topology"], baked["image"], QWEN, spot=1)
+    figures = drill.spot_shortage_drill(pool["paths"], pool["topology"], pool["lb"], QWEN)
+
+    load = figures["load"]
+    assert load["failed"] == 0 and load["truncated"] == 0, figures["problems"][:5]
+    assert load["served"] >= 20, load
+    assert len(figures["stand_in"]) == 1 and figures["stand_in_kept"] == [], figures
+    # Within a minute of the spot instance gone: the fallback's 10 s here, then a boot.
+    assert figures["reclaimed_to_stand_in_serving_s"] < 60, figures
+    assert (figures["desired"], figures["on_demand_base"]) == (2, 1), figures
+    print(
+        f"spot refused, {figures['noticed']} reclaimed: {figures['stand_in'][0]} on demand "
+        f"serving {figures['reclaimed_to_stand_in_serving_s']} s later; spot allowed: given "
+        f"back drained {figures['spot_allowed_to_given_back_s']} s later; {load}"
     )

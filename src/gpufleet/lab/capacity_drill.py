@@ -43,13 +43,14 @@ class GroupHost:
     instance_id: str
     host: str
     address: str
+    lifecycle: str = "on-demand"
 
 
 def publish_and_keep_the_pool(
-    paths: LabPaths, topology: LabTopology, image: str, model: str
+    paths: LabPaths, topology: LabTopology, image: str, model: str, spot: int = 0
 ) -> None:
-    """Publish the image, then run capacity.yml for the pool: one instance, on demand (moto's
-    groups launch none of a spot share that rounds down)."""
+    """Publish the image, then run capacity.yml for the pool: one instance on demand, and
+    `spot` spot instances above it."""
     ec2.client(topology, "ssm").put_parameter(
         Name=PARAMETER, Value=image, Type="String", Overwrite=True
     )
@@ -58,9 +59,10 @@ def publish_and_keep_the_pool(
             "model": model,
             "alias": POOL,
             "subnets": ec2.subnet_ids(topology),
-            "min": 1,
-            "max": 2,
+            "min": 1 + spot,
+            "max": 2 + spot,
             "on_demand_base": 1,
+            "spot_share": 100,
             "min_azs": 2,
         }
     }
@@ -98,6 +100,7 @@ def group_hosts(topology: LabTopology, group: str = GROUP) -> list[GroupHost]:
                 instance["InstanceId"],
                 tags.get(ec2.LAB_HOST_TAG, ""),
                 instance["PrivateIpAddress"],
+                instance.get("InstanceLifecycle", "on-demand"),
             )
         )
     return hosts
@@ -123,15 +126,25 @@ def lb_rows(paths: LabPaths, balancer_address: str, model: str, address: str) ->
     return [r for r in rows if r.get("pxname") == backend and r.get("addr") == addr]
 
 
+def serving_hosts(
+    paths: LabPaths, topology: LabTopology, balancer_address: str, model: str
+) -> list[GroupHost]:
+    """The group's instances whose hosts are booted and UP in the model's backend."""
+    found = []
+    for member in group_hosts(topology):
+        rows = lb_rows(paths, balancer_address, model, member.address) if member.host else []
+        if rows and rows[0].get("status", "").startswith("UP"):
+            found.append(member)
+    return found
+
+
 def serving_host(
     paths: LabPaths, topology: LabTopology, balancer_address: str, model: str
 ) -> GroupHost | None:
     """The group's one instance once its host is booted and UP in the model's backend."""
     found = group_hosts(topology)
-    if len(found) != 1 or not found[0].host:
-        return None
-    rows = lb_rows(paths, balancer_address, model, found[0].address)
-    return found[0] if rows and rows[0].get("status", "").startswith("UP") else None
+    serving = serving_hosts(paths, topology, balancer_address, model)
+    return serving[0] if len(found) == 1 and len(serving) == 1 else None
 
 
 def served_on(paths: LabPaths, balancer_address: str, model: str, address: str) -> int:
@@ -187,6 +200,63 @@ def spot_notice_drill(
         "replacement": second.host,
         "notice_to_serving_s": round(seconds, 1),
         "notice_s": notice_seconds(),
+        "load": report.summary(),
+        "problems": report.problems(),
+    }
+
+
+def spot_shortage_drill(
+    paths: LabPaths, topology: LabTopology, balancer_address: str, model: str
+) -> dict[str, Any]:
+    """On the pool with a spot instance above its on-demand base, under 20 streams: spot is
+    refused and the spot host gets a notice; once it is reclaimed, the LB's spot fallback has
+    an on-demand instance stand in; then spot is allowed again, a spot instance serves, and
+    the stand-in is drained and given back. The figures, and the group's end state."""
+    from gpufleet.lab import ec2_groups
+    from gpufleet.lab.load import Load
+
+    def pool(spot: int, on_demand: int) -> list[GroupHost] | None:
+        serving = serving_hosts(paths, topology, balancer_address, model)
+        lifecycles = [h.lifecycle for h in serving]
+        everyone = group_hosts(topology)
+        wanted = (lifecycles.count("spot"), lifecycles.count("on-demand"), len(everyone))
+        return serving if wanted == (spot, on_demand, spot + on_demand) else None
+
+    before = wait(lambda: pool(1, 1), "the pool's on-demand and spot instances serving")
+    (spot_host,) = [h for h in before if h.lifecycle == "spot"]
+    target = front_door.lb_target(paths, balancer_address)
+    running = Load(target, [model], concurrency=20, tokens=40).start()
+    try:
+        time.sleep(3)
+        ec2_groups.refuse_spot(paths.ec2_dir, True)
+        try:
+            imds.give_notice(paths.imds_dir / "notices", spot_host.address, "spot")
+            noticed = time.monotonic()
+            wait(lambda: pool(0, 1), f"{spot_host.host} reclaimed at the end of its notice")
+            reclaimed = time.monotonic()
+            stand_in = wait(lambda: pool(0, 2), "an on-demand instance standing in for spot")
+            standing = time.monotonic()
+        finally:
+            ec2_groups.refuse_spot(paths.ec2_dir, False)
+        after = wait(lambda: pool(1, 1), "spot serving again and the stand-in given back")
+        given_back = time.monotonic()
+    finally:
+        report = running.stop()
+    added = {h.instance_id for h in stand_in} - {h.instance_id for h in before}
+    group = ec2.client(topology, "autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[GROUP]
+    )["AutoScalingGroups"][0]
+    return {
+        "noticed": spot_host.host,
+        "stand_in": [h.host for h in stand_in if h.instance_id in added],
+        "stand_in_kept": [h.host for h in after if h.instance_id in added],
+        "notice_to_reclaimed_s": round(reclaimed - noticed, 1),
+        "reclaimed_to_stand_in_serving_s": round(standing - reclaimed, 1),
+        "spot_allowed_to_given_back_s": round(given_back - standing, 1),
+        "desired": group["DesiredCapacity"],
+        "on_demand_base": group["MixedInstancesPolicy"]["InstancesDistribution"][
+            "OnDemandBaseCapacity"
+        ],
         "load": report.summary(),
         "problems": report.problems(),
     }
