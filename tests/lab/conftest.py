@@ -13,7 +13,7 @@ import warnings
 import baking
 import phases
 import pytest
-from fleet import LB, LLAMA, QWEN, lb_vars, playbook, statuses, target, wait_for
+from fleet import LB, LLAMA, QWEN, lb_vars, playbooks_at_once, statuses, target, wait_for
 from labctl import gpufleet, lab_status
 
 from gpufleet.lab.load import stream_once
@@ -114,8 +114,8 @@ def lab(lab_machine: None) -> dict:
 def fleet(lab: dict) -> dict:
     """GPU hosts converged behind the LB, shared by the LB and model swap tests."""
     hosts = {h["name"]: h["address"] for h in lab["hosts"]}
-    playbook(lab, "gpu_hosts.yml")
-    playbook(lab, "loadbalancer.yml", *lb_vars())
+    # The LB's config comes from the inventory, not from the GPU hosts: both converge at once.
+    playbooks_at_once(lab, ("gpu_hosts.yml",), ("loadbalancer.yml", *lb_vars()))
     fleet = {"lab": lab, "hosts": hosts, "lb": hosts[LB]}
     # Warm each model once, so agents report full weight.
     for model in (LLAMA, LLAMA, QWEN):
