@@ -125,8 +125,10 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "fleet_agent_imds_url": imds_url,
         "instance_runtime_imds_url": imds_url,
         # Each LB keeps its backends' slots in step with the lab's EC2 API, which listens on
-        # the bridge's gateway for the hosts, with moto's credentials.
-        "haproxy_membership_slots": 4,
+        # the bridge's gateway for the hosts, with moto's credentials. Six slots: the launch
+        # tests' two hosts stay up beside the capacity tests' group, up to four at once (its
+        # on-demand base, its spot, a stand-in and a replacement).
+        "haproxy_membership_slots": 6,
         "lb_membership_aws_endpoint_url": f"http://{topology.gateway}:{topology.ec2_port}",
         "lb_membership_aws_access_key": CREDENTIALS["aws_access_key_id"],
         "lb_membership_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
