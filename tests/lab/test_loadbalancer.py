@@ -501,6 +501,10 @@ def test_a_key_over_its_limits_gets_429_with_retry_after_and_its_counts_show(fle
             {"haproxy_tls_certificate": ""},
             ["TLS is on (haproxy_tls) and needs both", "haproxy_tls_certificate is empty"],
         ),
+        (
+            {"lb_membership_spot_fallback_after": -1},
+            ["lb_membership on lb-1:", "lb_membership_spot_fallback_after (is -1) 0 or more"],
+        ),
     ],
 )
 def test_bad_front_door_settings_are_refused_before_the_lb_is_touched(fleet, settings, named):

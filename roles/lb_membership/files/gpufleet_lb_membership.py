@@ -521,20 +521,27 @@ def sync(
     return result
 
 
+@dataclass
+class Memory:
+    """What the service keeps between passes, so each thing is said once, and a group's
+    spot shortage is timed: the instances already said to be marked Unhealthy, the members
+    last said to have no free slot, and when each group was first seen short of spot."""
+
+    marked: set[str] = field(default_factory=set)
+    unplaced: list[str] = field(default_factory=list)
+    short_since: dict[str, float] = field(default_factory=dict)
+
+
 def one_pass(
-    config: dict[str, Any],
-    aws: dict[str, Any],
-    dry_run: bool,
-    marked: set[str] | None = None,
-    short_since: dict[str, float] | None = None,
+    config: dict[str, Any], aws: dict[str, Any], dry_run: bool, memory: Memory | None = None
 ) -> str:
     """Sync once and print what changed; the failure's line when one stopped it, else ''.
     An instance is marked Unhealthy at every pass while it is down (a group ignores the mark
-    in its grace period), and said once: `marked` holds those said. `short_since` holds when
-    each group was first seen short of spot."""
-    marked = set() if marked is None else marked
+    in its grace period), and said once; a member with no free slot is said when it first
+    has none."""
+    memory = Memory() if memory is None else memory
     try:
-        result = sync(config, aws, dry_run, short_since)
+        result = sync(config, aws, dry_run, memory.short_since)
     except (BotoCoreError, ClientError) as exc:
         return f"EC2 API failed, servers left as they were: {exc}"
     except haproxy_runtime.RuntimeApiError as exc:
@@ -542,11 +549,13 @@ def one_pass(
     for change in result.changes:
         print(("would: " if dry_run else "") + change.line(), flush=True)
     for line in result.unplaced:
-        print(line, flush=True)
+        if line not in memory.unplaced:
+            print(line, flush=True)
+    memory.unplaced = result.unplaced
     for instance, down_for in result.unhealthy:
-        if instance.instance_id in marked:
+        if instance.instance_id in memory.marked:
             continue
-        marked.add(instance.instance_id)
+        memory.marked.add(instance.instance_id)
         print(
             ("would: " if dry_run else "")
             + f"{instance.instance_id} at {instance.address}: DOWN for {down_for} s in "
@@ -570,9 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         service: boto3.client(service, region_name=config["region"], endpoint_url=endpoint)
         for service in ("ec2", "autoscaling")
     }
-    failing, marked, short_since = "", set(), {}
+    failing, memory = "", Memory()
     while True:
-        failure = one_pass(config, aws, args.dry_run, marked, short_since)
+        failure = one_pass(config, aws, args.dry_run, memory)
         # A failure is said once, and its end, not every few seconds.
         if failure and failure != failing:
             print(failure, flush=True)
