@@ -183,7 +183,9 @@ CHECKS_GATE := .cache/checks-gate
 
 # Lint, the unit tests and sanity run beside the lab tests: lint at once, the unit tests and
 # sanity after the lab's shared converge, which keeps both cores busy (tests/phases.py says why);
-# their output follows the lab's, and any failing fails make test.
+# their output follows the lab's, and any failing fails make test. They run niced: the lab is
+# make test's longest path, and they finish on the CPU its waits leave.
+CHECKS_NICE := nice -n 10
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES) && rm -f $(CHECKS_GATE)
 	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES) GPUFLEET_TEST_CHECKS_GATE=$(CURDIR)/$(CHECKS_GATE); \
@@ -191,8 +193,9 @@ test:
 	$(call PHASE,deps,deps); \
 	$(call PHASE,lab,lab-test) & lab=$$!; \
 	echo "--- lint, unit and sanity tests: beside the lab tests, their output in $(CHECKS_LOG) until they end"; \
-	{ $(call PHASE,lint,lint) && $(PYTHON) tests/phases.py wait $(CHECKS_GATE) $$lab \
-		&& $(call PHASE,unit,unit) && $(call PHASE,sanity,sanity); } > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	{ $(CHECKS_NICE) $(call PHASE,lint,lint) && $(PYTHON) tests/phases.py wait $(CHECKS_GATE) $$lab \
+		&& $(CHECKS_NICE) $(call PHASE,unit,unit) && $(CHECKS_NICE) $(call PHASE,sanity,sanity); \
+	} > $(CHECKS_LOG) 2>&1 & checks=$$!; \
 	lab_status=0; wait $$lab || lab_status=$$?; \
 	checks_status=0; wait $$checks || checks_status=$$?; \
 	echo "--- lint, unit and sanity tests (exit $$checks_status)"; cat $(CHECKS_LOG); \
