@@ -26,6 +26,14 @@ DRAINED_TAG_PREFIX = "gpufleet:drained-by:"
 DRAINING, RELEASED = "draining", "released"
 
 
+def base_and_spot_share(policy: dict) -> tuple[int, int]:
+    """A mixed instances policy's on-demand base and percent of spot above it, as the
+    Auto Scaling API describes them (numbers, or their strings)."""
+    distribution = policy.get("InstancesDistribution", {})
+    above = int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100))
+    return int(distribution.get("OnDemandBaseCapacity", 0)), 100 - above
+
+
 def on_demand_count(desired: int, base: int, spot_share: int) -> int:
     """The on-demand instances of a group's distribution: the base, then the on-demand share
     of the capacity above it, rounded up as EC2 Auto Scaling rounds (in favour of on-demand)."""

@@ -177,7 +177,10 @@ except ImportError:  # AnsibleAWSModule says botocore is missing.
     BotoCoreError = ClientError = Exception
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback import BASE_TAG
+from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback import (
+    BASE_TAG,
+    base_and_spot_share,
+)
 
 
 def _view(params: dict[str, Any], desired: int, fallback: int) -> dict[str, Any]:
@@ -207,7 +210,7 @@ def current_view(group: dict[str, Any]) -> dict[str, Any]:
     template = policy.get("LaunchTemplate", {})
     spec = template.get("LaunchTemplateSpecification", {})
     distribution = policy.get("InstancesDistribution", {})
-    above_base = distribution.get("OnDemandPercentageAboveBaseCapacity", 100)
+    on_demand_base, spot_share = base_and_spot_share(policy)
     subnets = [s for s in group.get("VPCZoneIdentifier", "").split(",") if s]
     return {
         "name": group["AutoScalingGroupName"],
@@ -217,8 +220,8 @@ def current_view(group: dict[str, Any]) -> dict[str, Any]:
         "min_size": group["MinSize"],
         "max_size": group["MaxSize"],
         "desired_capacity": group["DesiredCapacity"],
-        "on_demand_base": distribution.get("OnDemandBaseCapacity", 0),
-        "spot_share": 100 - above_base,
+        "on_demand_base": on_demand_base,
+        "spot_share": spot_share,
         "spot_allocation_strategy": distribution.get("SpotAllocationStrategy"),
         "instance_types": [o["InstanceType"] for o in template.get("Overrides", [])],
         "capacity_rebalance": group.get("CapacityRebalance", False),

@@ -118,33 +118,37 @@ class Change:
         return f"{where}: {self.server.address} left the fleet, slot emptied"
 
 
-def running_gpu_instances(ec2: Any, env: str) -> list[Instance]:
-    """The environment's running GPU instances with a private address."""
+def running(ec2: Any, role: str, env: str) -> list[dict[str, Any]]:
+    """The environment's running instances of a gpufleet role, as EC2 describes them."""
     filters = [
-        {"Name": f"tag:{TAGS['role']}", "Values": ["gpu"]},
+        {"Name": f"tag:{TAGS['role']}", "Values": [role]},
         {"Name": f"tag:{TAGS['env']}", "Values": [env]},
         {"Name": "instance-state-name", "Values": ["running"]},
     ]
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def running_gpu_instances(ec2: Any, env: str) -> list[Instance]:
+    """The environment's running GPU instances with a private address."""
     found = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                if not instance.get("PrivateIpAddress"):
-                    continue
-                place = {
-                    "pool": tags.get(TAGS["pool"]) or DEFAULT_POOL,
-                    "model": tags.get(TAGS["model"], ""),
-                    "alias": tags.get(TAGS["alias"], ""),
-                }
-                found.append(
-                    Instance(
-                        instance["InstanceId"],
-                        instance["PrivateIpAddress"],
-                        place,
-                        tags.get(TAGS["group"], ""),
-                    )
-                )
+    for instance in running(ec2, "gpu", env):
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        if not instance.get("PrivateIpAddress"):
+            continue
+        place = {
+            "pool": tags.get(TAGS["pool"]) or DEFAULT_POOL,
+            "model": tags.get(TAGS["model"], ""),
+            "alias": tags.get(TAGS["alias"], ""),
+        }
+        found.append(
+            Instance(
+                instance["InstanceId"],
+                instance["PrivateIpAddress"],
+                place,
+                tags.get(TAGS["group"], ""),
+            )
+        )
     return found
 
 
@@ -286,17 +290,6 @@ def group_members(ec2: Any, groups: list[dict[str, Any]]) -> dict[str, Member]:
     return found
 
 
-def running_lbs(ec2: Any, env: str) -> list[str]:
-    """The environment's running LBs' instance ids: each must drain a stand-in given back."""
-    filters = [
-        {"Name": f"tag:{TAGS['role']}", "Values": ["lb"]},
-        {"Name": f"tag:{TAGS['env']}", "Values": [env]},
-        {"Name": "instance-state-name", "Values": ["running"]},
-    ]
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    return [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
-
-
 def serving_addresses(rows: list[dict[str, str]], backend: str, port: int) -> set[str]:
     """The addresses UP in the backend (`show stat` rows)."""
     return {
@@ -311,15 +304,15 @@ def serving_addresses(rows: list[dict[str, str]], backend: str, port: int) -> se
 def group_state(
     group: dict[str, Any], members: list[Member], serving: set[str]
 ) -> spot_fallback.GroupState:
-    distribution = group["MixedInstancesPolicy"]["InstancesDistribution"]
+    base, spot_share = spot_fallback.base_and_spot_share(group["MixedInstancesPolicy"])
     spot = [m for m in members if m.lifecycle == "spot"]
     return spot_fallback.GroupState(
         name=group["AutoScalingGroupName"],
         desired=group["DesiredCapacity"],
         max_size=group["MaxSize"],
-        base=distribution.get("OnDemandBaseCapacity", 0),
+        base=base,
         own_base=int(group["tags"][spot_fallback.BASE_TAG]),
-        spot_share=100 - distribution.get("OnDemandPercentageAboveBaseCapacity", 100),
+        spot_share=spot_share,
         spot_live=len(spot),
         spot_serving=sum(1 for m in spot if m.address in serving),
     )
@@ -399,7 +392,7 @@ def give_back_steps(
         steps.append(Step(f"{name}: {iid} has no stream on this LB", tag(ec2, iid, mine, "yes")))
         drained.add(mine)
     if all(spot_fallback.DRAINED_TAG_PREFIX + lb in drained for lb in lbs):
-        base = group["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandBaseCapacity"]
+        base, _spot_share = spot_fallback.base_and_spot_share(group["MixedInstancesPolicy"])
         steps += [
             Step(
                 f"{name}: {iid} drained on every LB; on-demand base {base} -> {base - 1}",
@@ -443,7 +436,9 @@ def fallback_steps(
         own = [members[i["InstanceId"]] for i in group["Instances"] if i["InstanceId"] in members]
         leaving = [m for m in own if spot_fallback.GIVE_BACK_TAG in m.tags]
         if leaving:
-            lbs = running_lbs(aws["ec2"], config["env"]) if lbs is None else lbs
+            # Every running LB must drain the stand-in before it is given back.
+            if lbs is None:
+                lbs = [i["InstanceId"] for i in running(aws["ec2"], "lb", config["env"])]
             steps += give_back_steps(aws, config, group, leaving[0], servers, rows, lbs)
             continue
         state = group_state(group, own, serving)
@@ -497,13 +492,16 @@ def sync(
     members = wanted_members(instances, config["default_backend"])
     servers = servers_state(config["socket"])
     result = plan(members, servers, SLOT_PREFIX)
-    rows = haproxy_runtime.parse_stat(haproxy_runtime.command(config["socket"], "show stat"))
     after = int(config.get("unhealthy_after") or 0)
+    fallback_after = int(config.get("spot_fallback_after") or 0)
+    rows: list[dict[str, str]] = []
+    if after or fallback_after:
+        rows = haproxy_runtime.parse_stat(haproxy_runtime.command(config["socket"], "show stat"))
     if after:
         result.unhealthy = unhealthy(
             instances, rows, config["default_backend"], config["port"], after
         )
-    if int(config.get("spot_fallback_after") or 0):
+    if fallback_after:
         short_since = {} if short_since is None else short_since
         result.fallback = fallback_steps(config, aws, servers, rows, short_since)
     if not dry_run:

@@ -55,9 +55,7 @@ def _distribution(group: Any) -> tuple[int, int]:
     policy = group.mixed_instances_policy or {}
     if not policy:
         return group.desired_capacity or 0, 0
-    distribution = policy.get("InstancesDistribution", {})
-    above = int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100))
-    return int(distribution.get("OnDemandBaseCapacity", 0)), 100 - above
+    return spot_fallback.base_and_spot_share(policy)
 
 
 def _subnet_for(group: Any) -> str | None:
