@@ -51,16 +51,17 @@ def test_a_spot_notice_ends_with_the_groups_replacement_serving_and_no_request_l
     figures = drill.spot_notice_drill(pool["paths"], pool["topology"], pool["lb"], QWEN)
 
     load = figures["load"]
-    assert load["failed"] == 0 and load["truncated"] == 0, figures["problems"][:5]
+    drain = f"drained at the LB {figures['notice_to_drain_s']} s after the notice"
+    assert load["failed"] == 0 and load["truncated"] == 0, (drain, figures["problems"][:5])
     assert load["served"] >= 20, load
     assert figures["noticed"] == first.host and figures["replacement"] != first.host
     assert terminated(lab, first.instance_id)
     names = [h.name for h in lab_life.load(pool["paths"]).hosts]
     assert first.host not in names and figures["replacement"] in names, names
     print(
-        f"spot notice on {first.host} to {figures['replacement']} serving through the LB: "
-        f"{figures['notice_to_serving_s']} s (notice compressed to {figures['notice_s']:.0f} s);"
-        f" {load}"
+        f"spot notice on {first.host}, {drain}; {figures['replacement']} serving through the LB "
+        f"{figures['notice_to_serving_s']} s after it (notice compressed to "
+        f"{figures['notice_s']:.0f} s); {load}"
     )
 
 

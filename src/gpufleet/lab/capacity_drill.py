@@ -185,7 +185,13 @@ def spot_notice_drill(
         now = serving_host(paths, topology, balancer_address, model)
         return now if now is not None and now.instance_id != first.instance_id else None
 
+    def drained() -> bool:
+        rows = lb_rows(paths, balancer_address, model, first.address)
+        return bool(rows) and all(r.get("status", "").startswith("DRAIN") for r in rows)
+
     try:
+        wait(drained, f"{first.host} draining at the LB after its notice")
+        drained_s = time.monotonic() - noticed
         second = wait(replacement, "the group's replacement serving through the LB")
         before = served_on(paths, balancer_address, model, second.address)
         wait(
@@ -199,6 +205,7 @@ def spot_notice_drill(
         "noticed": first.host,
         "replacement": second.host,
         "notice_to_serving_s": round(seconds, 1),
+        "notice_to_drain_s": round(drained_s, 1),
         "notice_s": notice_seconds(),
         "load": report.summary(),
         "problems": report.problems(),

@@ -401,7 +401,8 @@ def _capacity_drill(paths: LabPaths, topology: LabTopology, image: str, model: s
     print(f"lab capacity-drill: the pool chat is an Auto Scaling group on {image} ({model})")
     figures = capacity_drill.spot_notice_drill(paths, topology, balancer.address, model)
     print(
-        f"lab capacity-drill: spot notice on {figures['noticed']}; {figures['replacement']} "
+        f"lab capacity-drill: spot notice on {figures['noticed']}, drained at the LB "
+        f"{figures['notice_to_drain_s']} s later; {figures['replacement']} "
         f"served through the LB {figures['notice_to_serving_s']} s later (the notice lasts "
         f"{figures['notice_s']:.0f} s in the lab); load: {json.dumps(figures['load'])}"
     )

@@ -123,6 +123,10 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         # The lab's IMDS stand-in, where `gpufleet lab spot-notice` gives hosts notices and
         # the boot-time code finds the host's address.
         "fleet_agent_imds_url": imds_url,
+        # A notice is asked for every second, not EC2's suggested 5: the lab's notice is
+        # EC2's two minutes divided by the keeper's TIME_FACTOR (15 s), and streams begun
+        # before the LB drains the host must end in what is left of it.
+        "fleet_agent_imds_interval": 1,
         "instance_runtime_imds_url": imds_url,
         # Each LB keeps its backends' slots in step with the lab's EC2 API, which listens on
         # the bridge's gateway for the hosts, with moto's credentials. Six slots: the launch
