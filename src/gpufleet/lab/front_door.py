@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gpufleet.lab.system import write_whole
 from gpufleet.lab.topology import LabPaths, LabTopology
 
 LOAD_KEY, CLIENT_KEY, TIGHT_KEY = "lab-load", "lab-client", "lab-tight"
@@ -126,9 +127,7 @@ def ensure(paths: LabPaths, topology: LabTopology) -> FrontDoor:
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(text)
+    write_whole(path, text, mode=0o600)
 
 
 def _name(common_name: str) -> x509.Name:

@@ -20,6 +20,7 @@ from pathlib import Path
 from gpufleet.lab import disks
 from gpufleet.lab.downloads import Artifacts
 from gpufleet.lab.ec2 import CREDENTIALS, LAB_ENV, endpoint
+from gpufleet.lab.system import write_whole
 from gpufleet.lab.topology import SSH_USER, LabPaths, LabTopology
 from gpufleet.tags import ENV
 
@@ -43,7 +44,7 @@ def ssh_config(paths: LabPaths) -> str:
 
 def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts) -> Path:
     """Write the SSH config and the inventory directory; YAML is written as JSON, its subset."""
-    paths.ssh_config.write_text(ssh_config(paths))
+    write_whole(paths.ssh_config, ssh_config(paths))
     directory = paths.inventory_dir
     paths.lab_vars.parent.mkdir(parents=True, exist_ok=True)
     source = {
@@ -63,7 +64,7 @@ def write(paths: LabPaths, topology: LabTopology, artifacts: Artifacts) -> Path:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=2) + "\n")
+    write_whole(path, json.dumps(content, indent=2) + "\n")
 
 
 def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:

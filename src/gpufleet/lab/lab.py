@@ -46,6 +46,7 @@ from gpufleet.lab.system import (
     succeeds,
     tcp_open,
     wait_until,
+    write_whole,
 )
 from gpufleet.lab.topology import (
     BRIDGE,
@@ -118,9 +119,11 @@ def load(paths: LabPaths) -> LabTopology | None:
 
 def _save(paths: LabPaths, topology: LabTopology) -> None:
     paths.state.mkdir(parents=True, exist_ok=True)
-    temporary = paths.lab_file.with_suffix(".tmp")
-    temporary.write_text(topology.to_json())
-    temporary.replace(paths.lab_file)
+    write_whole(paths.lab_file, topology.to_json())
+
+
+def _write_known_hosts(paths: LabPaths, lines: list[str]) -> None:
+    write_whole(paths.known_hosts, "".join(f"{line}\n" for line in lines))
 
 
 def ssh_argv(paths: LabPaths, host: LabHost) -> list[str]:
@@ -335,7 +338,7 @@ def _up(paths: LabPaths, request: UpRequest) -> LabTopology:
     known_hosts = [
         _bring_up_host(paths, topology, h, lower, authorized_key) for h in topology.hosts
     ]
-    paths.known_hosts.write_text("\n".join(line for line in known_hosts if line) + "\n")
+    _write_known_hosts(paths, [line for line in known_hosts if line])
     if ec2.server_pid(paths.ec2_dir) is None:
         ec2.start_server(paths.ec2_dir, topology.ec2_port, topology.gateway)
     ec2.seed(topology)
@@ -437,7 +440,7 @@ def retire(paths: LabPaths, name: str) -> None:
     inventory.write(paths, topology, artifacts)
     lines = paths.known_hosts.read_text().splitlines()
     kept = [line for line in lines if host.address not in line.split(" ", 1)[0].split(",")]
-    paths.known_hosts.write_text("".join(f"{line}\n" for line in kept))
+    _write_known_hosts(paths, kept)
 
 
 @contextlib.contextmanager

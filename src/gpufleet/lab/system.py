@@ -26,6 +26,16 @@ def run(argv: list[str], *, check: bool = True, input_text: str | None = None) -
     return proc.stdout
 
 
+def write_whole(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace path with text in one step: the lab's files (its SSH config, known_hosts,
+    inventory) are rewritten by `lab up` while bakes, tests and the keeper read them, and a
+    reader sees the old file or the new one, never a truncated one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(mode)
+    temporary.replace(path)
+
+
 def succeeds(argv: list[str]) -> bool:
     return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
