@@ -24,17 +24,28 @@ SHARED_SETUP = {"lab": "lab up", "fleet": "the shared fleet's converge"}
 CLOCK = phases.PhaseClock()
 
 
+# Where a test's closest marker puts it, first match wins; unmarked tests share the fleet.
+LAB_ORDER = (
+    ("lab_teardown", 5),
+    ("lab_on_the_driver_build", 2),
+    ("lab_after_scenarios", 4),
+    ("lab_before_the_bake", 1),
+    ("lab_fresh_hosts", 3),
+)
+
+
+def lab_rank(item: pytest.Item) -> int:
+    return next((rank for name, rank in LAB_ORDER if item.get_closest_marker(name)), 0)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests sharing the converged fleet go before any test that resets a host under it;
-    tests that take up hosts the molecule scenarios left converged go after them; the
-    teardown test goes last, whatever order the files are in."""
-    items.sort(
-        key=lambda item: (
-            item.get_closest_marker("lab_teardown") is not None,
-            item.get_closest_marker("lab_after_scenarios") is not None,
-            item.get_closest_marker("lab_fresh_hosts") is not None,
-        )
-    )
+    of those, the nvidia_driver scenario and the lab's recovery tests first and the test
+    reading the scenario's build right after, so the run's bake (tests/lab/baking.py) runs
+    beside the rest; tests that take up hosts
+    the molecule scenarios left converged go after them; the teardown test goes last,
+    whatever order the files are in."""
+    items.sort(key=lab_rank)
 
 
 def phase_of(item: pytest.Item) -> str:
@@ -128,4 +139,4 @@ def fleet(lab: dict) -> dict:
 def baked(lab: dict) -> dict:
     """The run's one bake, kept as an image (tests/lab/baking.py): the bake tests read it,
     the launch tests launch hosts from it."""
-    return baking.bake()
+    return baking.result()

@@ -6,7 +6,7 @@ from labctl import ansible_playbook, gpufleet, on_host
 
 pytestmark = pytest.mark.lab_fresh_hosts
 
-HOST = "gpu-3"
+HOST = "gpu-2"
 PLAYBOOK = """
 - name: Bake models into the seed
   hosts: {host}

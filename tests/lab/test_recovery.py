@@ -7,7 +7,8 @@ import time
 import pytest
 from labctl import gpufleet, lab_status, on_host
 
-pytestmark = pytest.mark.lab_fresh_hosts
+# Before the run's bake: a restarted EC2 API would forget the image it registers.
+pytestmark = [pytest.mark.lab_fresh_hosts, pytest.mark.lab_before_the_bake]
 
 
 def host(name):
