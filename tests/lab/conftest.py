@@ -42,9 +42,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests sharing the converged fleet go before any test that resets a host under it;
     of those, the nvidia_driver scenario and the lab's recovery tests first and the test
     reading the scenario's build right after, so the run's bake (tests/lab/baking.py) runs
-    beside the rest; tests that take up hosts
-    the molecule scenarios left converged go after them; the teardown test goes last,
-    whatever order the files are in."""
+    beside the rest; tests that take up hosts the molecule scenarios left converged go
+    after them; the teardown test goes last, whatever order the files are in."""
     items.sort(key=lab_rank)
 
 
