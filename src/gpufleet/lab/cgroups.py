@@ -5,6 +5,14 @@ started from the same cgroup would share that subtree, and their systemds then r
 to create the same units' cgroups (a unit fails with status 219/CGROUP). Each host's
 supervisor therefore moves itself into `gpufleet-lab/<host>` first, in every cgroup
 hierarchy systemd uses: the named `systemd` one (cgroup v1 hybrid) and the unified one.
+
+Where cgroup v1's `cpu` controller is mounted, the supervisor enters `gpufleet-lab/<host>`
+there too, and the container inherits it (neither nspawn nor the host's systemd manages
+that controller). Each host then shares the CPU as one group, whatever number of sessions
+it runs, and a host that only builds (Packer's build instance) yields to the fleet's hosts
+at a low weight: a long compile there takes mostly what they leave idle. Autogroups (a
+scheduler group per session) would otherwise weigh each SSH session alike, and a nice
+value holds within one session only.
 """
 
 from __future__ import annotations
@@ -16,30 +24,41 @@ from pathlib import Path
 from gpufleet.lab.system import mounts
 
 LAB_CGROUP = "gpufleet-lab"
+# cgroup v1's cpu.shares: 1024 is a group's default weight, so a yielding host gets an eighth
+# of one busy neighbour's share while both want the CPU, and all of it while none does.
+DEFAULT_CPU_SHARES = 1024
+YIELDING_CPU_SHARES = 128
 
 
-def _hierarchies() -> list[Path]:
-    """Where this process sits in each hierarchy systemd uses, as directories."""
-    roots = {}
-    for mount in mounts():
-        if mount.fstype == "cgroup2":
-            roots["0::"] = mount.point
-        elif mount.fstype == "cgroup" and "name=systemd" in mount.options:
-            roots["name=systemd"] = mount.point
+def _hierarchies(controllers: tuple[str, ...]) -> list[Path]:
+    """Where this process sits in the unified hierarchy and in each v1 hierarchy carrying
+    one of the named controllers (a v1 mount may carry several, such as cpu,cpuacct)."""
+    cgroup_mounts = [m for m in mounts() if m.fstype in ("cgroup", "cgroup2")]
     places = []
     for line in Path("/proc/self/cgroup").read_text().splitlines():
-        number, controllers, path = line.split(":", 2)
-        key = "0::" if number == "0" else controllers
-        if key in roots:
-            places.append(roots[key] / path.lstrip("/"))
+        number, listed, path = line.split(":", 2)
+        carried = set(listed.split(","))
+        if number != "0" and not carried & set(controllers):
+            continue
+        points = [
+            m.point
+            for m in cgroup_mounts
+            if (m.fstype == "cgroup2") == (number == "0") and carried <= set(m.options) | {""}
+        ]
+        places += [point / path.lstrip("/") for point in points[:1]]
     return places
 
 
-def enter_host_cgroup(host: str) -> None:
-    """Move this process into gpufleet-lab/<host> in every systemd hierarchy."""
-    for place in _hierarchies():
+def enter_host_cgroup(host: str, yielding: bool = False) -> None:
+    """Move this process into gpufleet-lab/<host> in every systemd hierarchy and the v1 cpu
+    one, there at a low weight for a yielding host."""
+    for place in _hierarchies(("name=systemd", "cpu")):
         target = place / LAB_CGROUP / host
         target.mkdir(parents=True, exist_ok=True)
+        shares = target / "cpu.shares"
+        if shares.exists():
+            weight = YIELDING_CPU_SHARES if yielding else DEFAULT_CPU_SHARES
+            shares.write_text(f"{weight}\n")
         (target / "cgroup.procs").write_text(f"{os.getpid()}\n")
 
 
@@ -48,6 +67,7 @@ def lab_cgroups() -> list[Path]:
     found = []
     for mount in (
         Path("/sys/fs/cgroup/systemd"),
+        Path("/sys/fs/cgroup/cpu"),
         Path("/sys/fs/cgroup/unified"),
         Path("/sys/fs/cgroup"),
     ):

@@ -152,8 +152,10 @@ def start(files: HostFiles, host: LabHost, extra: list[str]) -> None:
     kill_netns_processes(host.netns)
     files.nspawn_argv.write_text(json.dumps(nspawn_argv(files, host, extra)))
     files.nspawn_pid.unlink(missing_ok=True)
+    # Packer's build instance compiles beside the fleet's hosts and yields the CPU to them.
+    yielding = ["--yield-cpu"] if host.role == "bake" else []
     spawn_daemon(
-        python_module("gpufleet.lab.supervisor", str(files.root), "--own-cgroup"),
+        python_module("gpufleet.lab.supervisor", str(files.root), "--own-cgroup", *yielding),
         files.console,
         files.supervisor_pid,
     )

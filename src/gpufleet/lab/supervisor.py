@@ -1,7 +1,8 @@
 """Keeps one lab host booted: a reboot inside the host is an nspawn exit with status 133.
 
-Run as `python -m gpufleet.lab.supervisor HOST_DIR --own-cgroup`, detached, by
-`gpufleet lab up`; --own-cgroup first moves it into the host's own cgroup.
+Run as `python -m gpufleet.lab.supervisor HOST_DIR --own-cgroup [--yield-cpu]`, detached,
+by `gpufleet lab up`; --own-cgroup first moves it into the host's own cgroup, --yield-cpu
+gives that cgroup a low CPU weight (lab/cgroups.py).
 Any other exit while not asked to stop is a crash: it is logged and the supervisor ends.
 """
 
@@ -58,7 +59,7 @@ class Supervisor:
 def main() -> int:
     host_dir = Path(sys.argv[1])
     if "--own-cgroup" in sys.argv[2:]:
-        enter_host_cgroup(host_dir.name)
+        enter_host_cgroup(host_dir.name, yielding="--yield-cpu" in sys.argv[2:])
     supervisor = Supervisor(host_dir)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
