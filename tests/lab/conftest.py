@@ -22,6 +22,7 @@ LAB_TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nft", "ssh")
 # The session's shared set-up, timed as phases of its own for make test's phase table.
 SHARED_SETUP = {"lab": "lab up", "fleet": "the shared fleet's converge"}
 CLOCK = phases.PhaseClock()
+BAKE_HOSTS_WANTED = pytest.StashKey[bool]()
 
 
 # Where a test's closest marker puts it, first match wins; unmarked tests share the fleet.
@@ -38,13 +39,21 @@ def lab_rank(item: pytest.Item) -> int:
     return next((rank for name, rank in LAB_ORDER if item.get_closest_marker(name)), 0)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def needs_the_bake_hosts(item: pytest.Item) -> bool:
+    """Whether a test reads the nvidia_driver scenario's build or the run's bake."""
+    return bool(item.get_closest_marker("lab_on_the_driver_build")) or "baked" in getattr(
+        item, "fixturenames", ()
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests sharing the converged fleet go before any test that resets a host under it;
-    of those, the nvidia_driver scenario and the lab's recovery tests first and the test
-    reading the scenario's build right after, so the run's bake (tests/lab/baking.py) runs
-    beside the rest; tests that take up hosts the molecule scenarios left converged go
-    after them; the teardown test goes last, whatever order the files are in."""
+    of those, the lab's recovery tests first and the tests reading the nvidia_driver
+    scenario's build right after, so the run's bake (tests/lab/baking.py) runs beside the
+    rest; tests that take up hosts the molecule scenarios left converged go after them; the
+    teardown test goes last, whatever order the files are in."""
     items.sort(key=lab_rank)
+    config.stash[BAKE_HOSTS_WANTED] = any(needs_the_bake_hosts(item) for item in items)
 
 
 def phase_of(item: pytest.Item) -> str:
@@ -89,6 +98,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
 def pytest_sessionfinish(session: pytest.Session) -> None:
     phases_file = phases.recording()
     if phases_file:
+        # The bake hosts' work ran beside the tests: listed apart, not on the lab's path.
+        for name, (started, seconds) in baking.BESIDE.items():
+            CLOCK.spend(f"beside the tests: {name}", started, seconds)
         CLOCK.write(phases_file, within="lab")
 
 
@@ -111,10 +123,11 @@ def clear_a_lab_left_up() -> None:
 
 
 @pytest.fixture(scope="session")
-def lab(lab_machine: None) -> dict:
+def lab(lab_machine: None, request: pytest.FixtureRequest) -> dict:
     started = time.monotonic()
-    gpufleet("lab", "up")
+    gpufleet("lab", "up", "--bake-hosts", str(baking.BAKE_HOSTS))
     print(f"lab up took {time.monotonic() - started:.1f} s")
+    baking.begin_if_wanted(request.config.stash.get(BAKE_HOSTS_WANTED, False))
     yield lab_status()
     if lab_status()["state"] != "absent":
         gpufleet("lab", "down", check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,19 @@ def ansible_playbook(
         check=False,
         cwd=REPO,
         timeout=timeout,
+    )
+
+
+def molecule_test(scenario: str) -> subprocess.CompletedProcess:
+    """`molecule test` for one scenario, on the lab hosts its platforms name."""
+    return subprocess.run(
+        ["molecule", "test", "--scenario-name", scenario],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=1800,
+        env={**os.environ, "NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1"},
     )
 
 

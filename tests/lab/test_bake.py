@@ -4,7 +4,7 @@ with the same provisioners as the AMI build: playbooks/bake.yml, sysprep last, t
 audit in Packer's still-open session. Afterwards the host's disk is audited again from
 outside, as one would read the image's snapshot: sysprep removed the keys SSH would need.
 
-First, while gpu-3 still has the NVIDIA module the nvidia_driver scenario built with DKMS,
+First, while bake-1 still has the NVIDIA module the nvidia_driver scenario built with DKMS,
 the patch window's check before a reboot reads the real `dkms status` on it."""
 
 import json
@@ -46,20 +46,31 @@ DKMS_CHECK_PLAYBOOK = f"""
 UNBUILT_KERNEL = "6.1.0-99-amd64"
 
 
+def with_the_bake_host(lab, tmp_path):
+    """The lab's inventory, and the bake host beside it: Packer's build instance is in no
+    inventory, and the lab's group_vars (its SSH config, its downloads) apply to it too."""
+    address = next(h["address"] for h in lab["hosts"] if h["name"] == HOST)
+    bake_host = tmp_path / "bake_host.yml"
+    bake_host.write_text(json.dumps({"all": {"hosts": {HOST: {"ansible_host": address}}}}))
+    return ["-i", str(bake_host)]
+
+
 @pytest.mark.lab_on_the_driver_build
 def test_a_patch_refuses_to_reboot_into_a_kernel_the_nvidia_module_is_not_built_for(lab, tmp_path):
+    baking.scenario()
+    bake_host = with_the_bake_host(lab, tmp_path)
     if "nvidia" not in on_host(HOST, "sudo dkms status 2>/dev/null || true"):
         driver = tmp_path / "driver.yml"
         driver.write_text(DRIVER_PLAYBOOK)
-        built = ansible_playbook(lab["inventory"], str(driver), timeout=1200)
+        built = ansible_playbook(lab["inventory"], str(driver), *bake_host, timeout=1200)
         assert built.returncode == 0, built.stdout[-3000:]
     check = tmp_path / "dkms.yml"
     check.write_text(DKMS_CHECK_PLAYBOOK)
-    built_for_all = ansible_playbook(lab["inventory"], str(check))
+    built_for_all = ansible_playbook(lab["inventory"], str(check), *bake_host)
     assert built_for_all.returncode == 0, built_for_all.stdout[-3000:]
     on_host(HOST, f"sudo touch /boot/vmlinuz-{UNBUILT_KERNEL}")
     try:
-        refused = ansible_playbook(lab["inventory"], str(check))
+        refused = ansible_playbook(lab["inventory"], str(check), *bake_host)
     finally:
         on_host(HOST, f"sudo rm /boot/vmlinuz-{UNBUILT_KERNEL}")
     output = refused.stdout + refused.stderr
@@ -68,7 +79,7 @@ def test_a_patch_refuses_to_reboot_into_a_kernel_the_nvidia_module_is_not_built_
         f"the NVIDIA module is not built for kernel {UNBUILT_KERNEL} (dkms status: nvidia" in output
     )
     assert "The host is not rebooted and stays drained" in output
-    # gpu-3 has served its part as the scenario left it: the run's bake may take it now.
+    # bake-1 has served its part as the scenario left it: the run's bake may take it now.
     baking.start()
 
 

@@ -1,7 +1,7 @@
 """What nvidia_driver leaves on lab hosts (no GPU): DKMS modules for every installed kernel,
-from Debian's non-free on gpu-3 and from the CUDA repository's stand-in on gpu-1.
+from Debian's non-free on bake-1 and from the CUDA repository's stand-in on bake-2.
 
-The real module is built once, on gpu-3; the stand-in's module package keeps Debian's
+The real module is built once, on bake-1; the stand-in's module package keeps Debian's
 maintainer scripts and dkms.conf with sources that build in seconds."""
 
 import pytest
