@@ -91,8 +91,14 @@ def read_lines_as_they_come(process: subprocess.Popen) -> Iterator[tuple[float, 
 def bake() -> dict:
     argv = [sys.executable, "-m", "gpufleet.cli", "lab", "bake", HOST, "--models", ",".join(MODELS)]
     started = time.monotonic()
+    # Its own stdin, as molecule_test's: Packer runs ansible-playbook, beside the tests' ssh.
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     )
     lines = list(read_lines_as_they_come(process))
     status = process.wait(timeout=1800)

@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 def gpufleet(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "gpufleet.cli", *args],
+        # Not the session's stdin: `lab ssh` runs ssh, which makes its stdin non-blocking
+        # while it runs, and an ansible-playbook sharing it then refuses to start.
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -48,9 +51,12 @@ def ansible_playbook(
 
 
 def molecule_test(scenario: str) -> subprocess.CompletedProcess:
-    """`molecule test` for one scenario, on the lab hosts its platforms name."""
+    """`molecule test` for one scenario, on the lab hosts its platforms name. Its stdin is
+    its own: it may run in the background beside tests whose ssh would make a shared one
+    non-blocking, which Ansible refuses ("requires blocking IO on stdin")."""
     return subprocess.run(
         ["molecule", "test", "--scenario-name", scenario],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=False,
