@@ -335,6 +335,9 @@ def _up(paths: LabPaths, request: UpRequest) -> LabTopology:
     if not topology.ip_forward_before:
         topology = replace(topology, ip_forward_before=forward_before)
         _save(paths, topology)
+    # A host already running is left as it is: a bake host past its sysprep, say, lets no
+    # one in until it gets a fresh disk, and that is its bake's business.
+    booting = [h.name for h in topology.hosts if not hosts.running(hosts.HostFiles(paths, h.name))]
     known_hosts = [
         _bring_up_host(paths, topology, h, lower, authorized_key) for h in topology.hosts
     ]
@@ -347,7 +350,7 @@ def _up(paths: LabPaths, request: UpRequest) -> LabTopology:
     topology, artifacts = _ensure_downloads(paths, topology)
     inventory.write(paths, topology, artifacts)
     front_door.ensure(paths, topology)
-    wait_for_ssh(paths, topology, [h.name for h in topology.hosts])
+    wait_for_ssh(paths, topology, booting)
     return topology
 
 
@@ -389,15 +392,18 @@ def _built_once(paths: LabPaths, name: str, build: Callable[[LabPaths], Any]) ->
 def keep_image(
     paths: LabPaths, topology: LabTopology, name: str, image_tags: dict[str, str], audit: str
 ) -> images.Image:
-    """Keep a baked host's disk as an image, then give the host a fresh disk."""
+    """Keep a baked host's disk as an image, then give the host a fresh disk. Under the
+    topology lock throughout, so that no `lab up` boots the stopped host meanwhile."""
     host = topology.host(name)
     files = hosts.HostFiles(paths, name)
-    hosts.stop(files, host.netns)
-    hosts.unmount(files)
-    image = images.keep(
-        paths, topology, name, files.upper, rootfs.ensure_rootfs(paths.cache), image_tags, audit
-    )
-    reset(paths, [name])
+    check_prerequisites()
+    with topology_lock(paths):
+        hosts.stop(files, host.netns)
+        hosts.unmount(files)
+        image = images.keep(
+            paths, topology, name, files.upper, rootfs.ensure_rootfs(paths.cache), image_tags, audit
+        )
+        _reset(paths, [name])
     return image
 
 
