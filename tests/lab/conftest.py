@@ -136,7 +136,7 @@ def lab(lab_machine: None, request: pytest.FixtureRequest) -> dict:
 @pytest.fixture(scope="session")
 def fleet(lab: dict) -> dict:
     """GPU hosts converged behind the LB, shared by the LB and model swap tests."""
-    hosts = {h["name"]: h["address"] for h in lab["hosts"]}
+    hosts = {h["name"]: h["address"] for h in lab["hosts"] if h["role"] != "bake"}
     # The LB's config comes from the inventory, not from the GPU hosts: both converge at once.
     playbooks_at_once(lab, ("gpu_hosts.yml",), ("loadbalancer.yml", *lb_vars()))
     fleet = {"lab": lab, "hosts": hosts, "lb": hosts[LB]}

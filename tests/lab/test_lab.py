@@ -1,22 +1,33 @@
-"""The fleet lab works as the hosts of an EC2 fleet do, seen from Ansible's side."""
+"""The fleet lab works as the hosts of an EC2 fleet do, seen from Ansible's side.
+
+The lab tests' lab also has bake hosts, Packer's build instances, busy in the background
+(tests/lab/baking.py): these tests read the fleet's hosts, and the bake hosts only as EC2
+describes them."""
 
 import json
 import subprocess
 import time
 from pathlib import Path
 
+import baking
 from labctl import REPO, ec2_client, ec2_instances, gpufleet, lab_status, on_host
 
 GPU_TYPES = {"g4dn.xlarge", "g5.xlarge"}
 
 
 def hosts(lab):
-    return {h["name"]: h for h in lab["hosts"]}
+    """The fleet's hosts by name: every lab host but the bake hosts."""
+    return {h["name"]: h for h in lab["hosts"] if h["role"] != "bake"}
+
+
+def bake_hosts(lab):
+    return {h["name"]: h for h in lab["hosts"] if h["role"] == "bake"}
 
 
 def test_default_topology_is_three_gpu_hosts_and_one_lb(lab):
     assert lab["state"] == "up"
     assert sorted(hosts(lab)) == ["gpu-1", "gpu-2", "gpu-3", "lb-1"]
+    assert sorted(bake_hosts(lab)) == [f"bake-{n}" for n in range(1, baking.BAKE_HOSTS + 1)]
     assert all(h["state"] == "up" for h in lab["hosts"])
 
 
@@ -47,7 +58,7 @@ def test_hosts_reach_each_other(lab):
         "python3 -c 'import socket,sys; "
         "[socket.create_connection((a, 22), timeout=3).close() for a in sys.argv[1:]]' "
     )
-    addresses = " ".join(h["address"] for h in lab["hosts"])
+    addresses = " ".join(h["address"] for h in hosts(lab).values())
     for name in hosts(lab):
         on_host(name, probe + addresses)
 
@@ -87,14 +98,20 @@ def test_a_reboot_inside_a_host_brings_it_back(lab):
 
 def test_ec2_api_lists_one_instance_per_host_at_its_lab_address(lab):
     described = ec2_instances(lab)
-    assert sorted(described) == sorted(hosts(lab))
-    for name, host in hosts(lab).items():
+    # Named as Packer names its build instance (packer/sources.pkr.hcl's run_tags).
+    build_instances = {f"gpufleet-bake {name}": host for name, host in bake_hosts(lab).items()}
+    assert sorted(described) == sorted([*hosts(lab), *build_instances])
+    for name, host in {**hosts(lab), **build_instances}.items():
         instance, tags = described[name]
         assert instance["PrivateIpAddress"] == host["address"]
         assert instance["State"]["Name"] == "running"
         assert tags["gpufleet:role"] == host["role"]
+    for name in hosts(lab):
+        _instance, tags = described[name]
         assert tags["gpufleet:env"] == "lab"
         assert tags["gpufleet:pool"]
+    # No gpufleet:env, so no fleet inventory lists a build instance.
+    assert not any("gpufleet:env" in described[name][1] for name in build_instances)
 
 
 def test_ec2_instances_vary_like_a_real_fleet(lab):
@@ -156,7 +173,7 @@ def test_host_keys_are_checked_not_ignored(lab):
 
 
 def test_gpu_hosts_have_their_nvme_disks_as_block_devices(lab):
-    disks = {h["name"]: h["nvme"] for h in lab["hosts"]}
+    disks = {name: h["nvme"] for name, h in hosts(lab).items()}
     assert disks == {
         "gpu-1": ["/dev/nvme1n1", "/dev/nvme2n1"],
         "gpu-2": ["/dev/nvme1n1"],
