@@ -8,7 +8,7 @@ repository's stand-in on bake-2. The bake then takes bake-1 as the scenario left
 the driver built and proven idempotent, and so builds the driver once per run, not twice;
 every other role converges from fresh. It keeps the image, and bake-1 gets a fresh disk.
 
-The scenario begins when the lab is up, if the run has a test that needs it (begin_if_wanted);
+The scenario begins when the lab is up, if the run has a test that needs it (begin_scenario());
 its test waits for it (scenario()). The bake begins once the test reading the scenario's build
 on bake-1 is done (start()), or when a test first needs the image (result()). Both run in one
 worker, in that order. The tests that restart the lab's EC2 API, which would forget the
@@ -55,19 +55,14 @@ def _begin(name: str, job: Callable[[], Any]) -> Future:
     return _begun[name]
 
 
-def _driver_scenario() -> subprocess.CompletedProcess:
-    return molecule_test(DRIVER_SCENARIO)
-
-
-def begin_if_wanted(wanted: bool) -> None:
-    """Begin the nvidia_driver scenario in the background, if the run has a test needing it."""
-    if wanted:
-        _begin(f"molecule {DRIVER_SCENARIO}", _driver_scenario)
+def begin_scenario() -> Future:
+    """Begin the nvidia_driver scenario in the background, unless it has begun."""
+    return _begin(f"molecule {DRIVER_SCENARIO}", lambda: molecule_test(DRIVER_SCENARIO))
 
 
 def scenario() -> subprocess.CompletedProcess:
     """The nvidia_driver scenario's run: the one begun in the background, waited for."""
-    return _begin(f"molecule {DRIVER_SCENARIO}", _driver_scenario).result()
+    return begin_scenario().result()
 
 
 def start() -> None:

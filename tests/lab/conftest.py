@@ -14,7 +14,7 @@ import baking
 import phases
 import pytest
 from fleet import LB, LLAMA, QWEN, lb_vars, playbooks_at_once, statuses, target, wait_for
-from labctl import gpufleet, lab_status
+from labctl import fleet_hosts, gpufleet, lab_status
 
 from gpufleet.lab.load import stream_once
 
@@ -127,7 +127,8 @@ def lab(lab_machine: None, request: pytest.FixtureRequest) -> dict:
     started = time.monotonic()
     gpufleet("lab", "up", "--bake-hosts", str(baking.BAKE_HOSTS))
     print(f"lab up took {time.monotonic() - started:.1f} s")
-    baking.begin_if_wanted(request.config.stash.get(BAKE_HOSTS_WANTED, False))
+    if request.config.stash.get(BAKE_HOSTS_WANTED, False):
+        baking.begin_scenario()
     yield lab_status()
     if lab_status()["state"] != "absent":
         gpufleet("lab", "down", check=False)
@@ -136,7 +137,7 @@ def lab(lab_machine: None, request: pytest.FixtureRequest) -> dict:
 @pytest.fixture(scope="session")
 def fleet(lab: dict) -> dict:
     """GPU hosts converged behind the LB, shared by the LB and model swap tests."""
-    hosts = {h["name"]: h["address"] for h in lab["hosts"] if h["role"] != "bake"}
+    hosts = {name: host["address"] for name, host in fleet_hosts(lab).items()}
     # The LB's config comes from the inventory, not from the GPU hosts: both converge at once.
     playbooks_at_once(lab, ("gpu_hosts.yml",), ("loadbalancer.yml", *lb_vars()))
     fleet = {"lab": lab, "hosts": hosts, "lb": hosts[LB]}

@@ -36,6 +36,12 @@ def lab_status() -> dict:
     return json.loads(gpufleet("lab", "status", "--json", check=False).stdout)
 
 
+def fleet_hosts(lab: dict) -> dict[str, dict]:
+    """The fleet's hosts by name, as lab status lists them: every lab host but the bake
+    hosts, Packer's build instances, which no fleet inventory lists."""
+    return {h["name"]: h for h in lab["hosts"] if h["role"] != "bake"}
+
+
 def ansible_playbook(
     inventory: str, playbook: str, *extra: str, timeout: float = 1200
 ) -> subprocess.CompletedProcess:

@@ -10,14 +10,9 @@ import time
 from pathlib import Path
 
 import baking
-from labctl import REPO, ec2_client, ec2_instances, gpufleet, lab_status, on_host
+from labctl import REPO, ec2_client, ec2_instances, fleet_hosts, gpufleet, lab_status, on_host
 
 GPU_TYPES = {"g4dn.xlarge", "g5.xlarge"}
-
-
-def hosts(lab):
-    """The fleet's hosts by name: every lab host but the bake hosts."""
-    return {h["name"]: h for h in lab["hosts"] if h["role"] != "bake"}
 
 
 def bake_hosts(lab):
@@ -26,19 +21,19 @@ def bake_hosts(lab):
 
 def test_default_topology_is_three_gpu_hosts_and_one_lb(lab):
     assert lab["state"] == "up"
-    assert sorted(hosts(lab)) == ["gpu-1", "gpu-2", "gpu-3", "lb-1"]
+    assert sorted(fleet_hosts(lab)) == ["gpu-1", "gpu-2", "gpu-3", "lb-1"]
     assert sorted(bake_hosts(lab)) == [f"bake-{n}" for n in range(1, baking.BAKE_HOSTS + 1)]
     assert all(h["state"] == "up" for h in lab["hosts"])
 
 
 def test_every_host_answers_ssh_as_the_sudo_user(lab):
-    for name in hosts(lab):
+    for name in fleet_hosts(lab):
         out = on_host(name, "hostname; id -un; sudo -n id -u")
         assert out.split() == [name, "admin", "0"]
 
 
 def test_systemd_is_pid_1_and_the_system_is_running(lab):
-    for name in hosts(lab):
+    for name in fleet_hosts(lab):
         out = on_host(name, "cat /proc/1/comm; systemctl is-system-running --wait", check=False)
         failed = on_host(name, "systemctl --failed --no-legend; sudo journalctl -b -p err -q")
         assert out.split() == ["systemd", "running"], f"{name}: {failed}"
@@ -46,11 +41,11 @@ def test_systemd_is_pid_1_and_the_system_is_running(lab):
 
 def test_each_host_has_its_own_address_and_machine_id(lab):
     seen_ids = set()
-    for name, host in hosts(lab).items():
+    for name, host in fleet_hosts(lab).items():
         out = on_host(name, "ip -4 -o address show dev eth0; cat /etc/machine-id")
         assert f"inet {host['address']}/" in out
         seen_ids.add(out.split()[-1])
-    assert len(seen_ids) == len(hosts(lab))
+    assert len(seen_ids) == len(fleet_hosts(lab))
 
 
 def test_hosts_reach_each_other(lab):
@@ -58,8 +53,8 @@ def test_hosts_reach_each_other(lab):
         "python3 -c 'import socket,sys; "
         "[socket.create_connection((a, 22), timeout=3).close() for a in sys.argv[1:]]' "
     )
-    addresses = " ".join(h["address"] for h in hosts(lab).values())
-    for name in hosts(lab):
+    addresses = " ".join(h["address"] for h in fleet_hosts(lab).values())
+    for name in fleet_hosts(lab):
         on_host(name, probe + addresses)
 
 
@@ -78,7 +73,7 @@ def test_non_free_components_are_enabled_for_the_driver(lab):
 
 
 def test_a_reboot_inside_a_host_brings_it_back(lab):
-    reboots_before = hosts(lab_status())["gpu-3"]["reboots"]
+    reboots_before = fleet_hosts(lab_status())["gpu-3"]["reboots"]
     before = on_host("gpu-3", "cat /proc/sys/kernel/random/boot_id").strip()
     on_host("gpu-3", "sudo systemctl reboot", check=False)
     deadline = time.monotonic() + 120
@@ -90,7 +85,7 @@ def test_a_reboot_inside_a_host_brings_it_back(lab):
             break
         time.sleep(1)
     assert after and after != before, "gpu-3 did not come back with a new boot id"
-    gpu3 = hosts(lab_status())["gpu-3"]
+    gpu3 = fleet_hosts(lab_status())["gpu-3"]
     assert gpu3["state"] == "up"
     assert gpu3["last_event"].endswith("boot")
     assert gpu3["reboots"] == reboots_before + 1
@@ -100,13 +95,13 @@ def test_ec2_api_lists_one_instance_per_host_at_its_lab_address(lab):
     described = ec2_instances(lab)
     # Named as Packer names its build instance (packer/sources.pkr.hcl's run_tags).
     build_instances = {f"gpufleet-bake {name}": host for name, host in bake_hosts(lab).items()}
-    assert sorted(described) == sorted([*hosts(lab), *build_instances])
-    for name, host in {**hosts(lab), **build_instances}.items():
+    assert sorted(described) == sorted([*fleet_hosts(lab), *build_instances])
+    for name, host in {**fleet_hosts(lab), **build_instances}.items():
         instance, tags = described[name]
         assert instance["PrivateIpAddress"] == host["address"]
         assert instance["State"]["Name"] == "running"
         assert tags["gpufleet:role"] == host["role"]
-    for name in hosts(lab):
+    for name in fleet_hosts(lab):
         _instance, tags = described[name]
         assert tags["gpufleet:env"] == "lab"
         assert tags["gpufleet:pool"]
@@ -149,7 +144,8 @@ def test_the_lab_inventory_groups_hosts_and_ansible_reaches_them(lab):
     assert groups["role_lb"]["hosts"] == ["lb-1"]
     ansible_host = groups["_meta"]["hostvars"]["gpu-1"]["ansible_host"]
     # ansible-core 2.19 marks values that came from outside as unsafe in its JSON.
-    assert ansible_host in (hosts(lab)["gpu-1"]["address"], {"__ansible_unsafe": "10.77.0.10"})
+    gpu_1 = fleet_hosts(lab)["gpu-1"]["address"]
+    assert ansible_host in (gpu_1, {"__ansible_unsafe": "10.77.0.10"})
     ping = subprocess.run(
         ["ansible", "-i", lab["inventory"], "all", "-m", "ansible.builtin.ping", "-o"],
         capture_output=True,
@@ -173,7 +169,7 @@ def test_host_keys_are_checked_not_ignored(lab):
 
 
 def test_gpu_hosts_have_their_nvme_disks_as_block_devices(lab):
-    disks = {name: h["nvme"] for name, h in hosts(lab).items()}
+    disks = {name: h["nvme"] for name, h in fleet_hosts(lab).items()}
     assert disks == {
         "gpu-1": ["/dev/nvme1n1", "/dev/nvme2n1"],
         "gpu-2": ["/dev/nvme1n1"],

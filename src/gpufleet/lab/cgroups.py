@@ -30,6 +30,17 @@ DEFAULT_CPU_SHARES = 1024
 YIELDING_CPU_SHARES = 128
 
 
+def _mount_point(cgroup_mounts: list, number: str, carried: set[str]) -> Path | None:
+    """Where a /proc/self/cgroup line's hierarchy is mounted: the unified one for line 0,
+    else the v1 mount carrying its controllers."""
+    for mount in cgroup_mounts:
+        if number == "0" and mount.fstype == "cgroup2":
+            return mount.point
+        if number != "0" and mount.fstype == "cgroup" and carried <= set(mount.options):
+            return mount.point
+    return None
+
+
 def _hierarchies(controllers: tuple[str, ...]) -> list[Path]:
     """Where this process sits in the unified hierarchy and in each v1 hierarchy carrying
     one of the named controllers (a v1 mount may carry several, such as cpu,cpuacct)."""
@@ -40,12 +51,9 @@ def _hierarchies(controllers: tuple[str, ...]) -> list[Path]:
         carried = set(listed.split(","))
         if number != "0" and not carried & set(controllers):
             continue
-        points = [
-            m.point
-            for m in cgroup_mounts
-            if (m.fstype == "cgroup2") == (number == "0") and carried <= set(m.options) | {""}
-        ]
-        places += [point / path.lstrip("/") for point in points[:1]]
+        point = _mount_point(cgroup_mounts, number, carried)
+        if point is not None:
+            places.append(point / path.lstrip("/"))
     return places
 
 
