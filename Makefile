@@ -183,9 +183,10 @@ CHECKS_GATE := .cache/checks-gate
 
 # Lint, the unit tests and sanity run beside the lab tests: lint at once, the unit tests and
 # sanity after the lab's shared converge, which keeps both cores busy (tests/phases.py says why);
-# their output follows the lab's, and any failing fails make test. They run niced: the lab is
-# make test's longest path, and they finish on the CPU its waits leave.
-CHECKS_NICE := nice -n 10
+# their output follows the lab's, and any failing fails make test. They run yielding (a cpu
+# cgroup of their own at a low weight, tests/phases.py): the lab is make test's longest path,
+# and they finish on the CPU its waits leave.
+CHECKS_YIELDING := $(PYTHON) tests/phases.py yielding --
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES) && rm -f $(CHECKS_GATE)
 	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES) GPUFLEET_TEST_CHECKS_GATE=$(CURDIR)/$(CHECKS_GATE); \
@@ -193,8 +194,8 @@ test:
 	$(call PHASE,deps,deps); \
 	$(call PHASE,lab,lab-test) & lab=$$!; \
 	echo "--- lint, unit and sanity tests: beside the lab tests, their output in $(CHECKS_LOG) until they end"; \
-	{ $(CHECKS_NICE) $(call PHASE,lint,lint) && $(PYTHON) tests/phases.py wait $(CHECKS_GATE) $$lab \
-		&& $(CHECKS_NICE) $(call PHASE,unit,unit) && $(CHECKS_NICE) $(call PHASE,sanity,sanity); \
+	{ $(CHECKS_YIELDING) $(call PHASE,lint,lint) && $(PYTHON) tests/phases.py wait $(CHECKS_GATE) $$lab \
+		&& $(CHECKS_YIELDING) $(call PHASE,unit,unit) && $(CHECKS_YIELDING) $(call PHASE,sanity,sanity); \
 	} > $(CHECKS_LOG) 2>&1 & checks=$$!; \
 	lab_status=0; wait $$lab || lab_status=$$?; \
 	checks_status=0; wait $$checks || checks_status=$$?; \
