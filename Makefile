@@ -186,7 +186,8 @@ CHECKS_GATE := .cache/checks-gate
 # their output follows the lab's, and any failing fails make test. They run yielding (a cpu
 # cgroup of their own at a low weight, tests/phases.py): the lab is make test's longest path,
 # and they finish on the CPU its waits leave.
-CHECKS_YIELDING := $(PYTHON) tests/phases.py yielding --
+# The virtualenv's python by its path: the recipe's shell has already looked python3 up (deps).
+CHECKS_YIELDING := $(VENV)/bin/python tests/phases.py yielding --
 test:
 	@mkdir -p $(dir $(TEST_PHASES)) && : > $(TEST_PHASES) && rm -f $(CHECKS_GATE)
 	@export GPUFLEET_TEST_PHASES=$(CURDIR)/$(TEST_PHASES) GPUFLEET_TEST_CHECKS_GATE=$(CURDIR)/$(CHECKS_GATE); \
