@@ -14,6 +14,8 @@ import phases
 import pytest
 import repo_scripts
 
+from gpufleet.lab import cgroups
+
 suite = repo_scripts.load("benchmarks/suite.py")
 
 
@@ -107,32 +109,28 @@ def test_without_a_gate_from_make_test_the_lab_opens_none(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
-def own_cpu_cgroup() -> str:
-    """This process's place in cgroup v1's cpu hierarchy, "" where it has none."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _number, controllers, path = line.split(":", 2)
-        if "cpu" in controllers.split(","):
-            return path.rstrip("/")
-    return ""
-
-
 def test_the_checks_run_yielding_and_leave_no_cgroup_behind():
     """Niced everywhere; in the checks' cpu cgroup at their weight where cgroup v1's cpu
     controller is mounted and the tests run as root (as make test does, whose checks these
     tests are, so the group is made inside theirs)."""
     script = Path(phases.__file__)
-    report = "import os; print(os.nice(0)); print(open('/proc/self/cgroup').read())"
+    groups = [place / phases.CHECKS_CGROUP for place in cgroups.cpu_cgroups()]
+    # The command reports its niceness and, for each group, whether it is in it and its weight.
+    report = (
+        "import os, sys; print(os.nice(0)); "
+        "[print(str(os.getpid()) in open(g + '/cgroup.procs').read().split(), "
+        "open(g + '/cpu.shares').read().strip()) for g in sys.argv[1:]]"
+    )
+    command = [sys.executable, "-c", report, *map(str, groups)]
     shown = subprocess.run(
-        [sys.executable, script, "yielding", "--", sys.executable, "-c", report],
+        [sys.executable, script, "yielding", "--", *command],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout
-    niceness, cgroups = shown.split("\n", 1)
-    assert int(niceness) >= 10
-    group = Path("/sys/fs/cgroup/cpu" + own_cpu_cgroup()) / phases.CHECKS_CGROUP
-    if (group.parent / "cpu.shares").exists() and os.geteuid() == 0:
-        assert f"{own_cpu_cgroup()}/{phases.CHECKS_CGROUP}\n" in cgroups
-    assert not group.exists()
+    ).stdout.splitlines()
+    assert int(shown[0]) >= 10
+    if os.geteuid() == 0:
+        assert shown[1:] == [f"True {phases.CHECKS_CPU_SHARES}"] * len(groups)
+    assert not any(group.exists() for group in groups)
     failing = [sys.executable, script, "yielding", "--", sys.executable, "-c", "exit(4)"]
     assert subprocess.run(failing, check=False).returncode == 4

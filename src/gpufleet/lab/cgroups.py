@@ -61,17 +61,26 @@ def _hierarchies(controllers: tuple[str, ...]) -> list[Path]:
     return places
 
 
+def _join(group: Path, shares: int) -> None:
+    """Make group, give it shares where it carries the cpu controller, and move this
+    process into it."""
+    group.mkdir(parents=True, exist_ok=True)
+    if (group / "cpu.shares").exists():
+        (group / "cpu.shares").write_text(f"{shares}\n")
+    (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+
 def enter_host_cgroup(host: str, yielding: bool = False) -> None:
     """Move this process into gpufleet-lab/<host> in every systemd hierarchy and the v1 cpu
     one, there at a low weight for a yielding host."""
+    weight = YIELDING_CPU_SHARES if yielding else DEFAULT_CPU_SHARES
     for place in _hierarchies(("name=systemd", "cpu")):
-        target = place / LAB_CGROUP / host
-        target.mkdir(parents=True, exist_ok=True)
-        shares = target / "cpu.shares"
-        if shares.exists():
-            weight = YIELDING_CPU_SHARES if yielding else DEFAULT_CPU_SHARES
-            shares.write_text(f"{weight}\n")
-        (target / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        _join(place / LAB_CGROUP / host, weight)
+
+
+def cpu_cgroups() -> list[Path]:
+    """This process's cgroup in cgroup v1's cpu hierarchy, where that controller is mounted."""
+    return [place for place in _hierarchies(("cpu",)) if (place / "cpu.shares").exists()]
 
 
 @contextlib.contextmanager
@@ -79,11 +88,9 @@ def cpu_group(name: str, shares: int) -> Iterator[None]:
     """Run the body, and every process it starts, in <this process's cpu cgroup>/<name> at
     the given cpu.shares where cgroup v1's cpu controller is mounted (else as it is); then
     move back and remove the group once its processes are gone."""
-    places = [p for p in _hierarchies(("cpu",)) if (p / "cpu.shares").exists()]
+    places = cpu_cgroups()
     for place in places:
-        (place / name).mkdir(exist_ok=True)
-        (place / name / "cpu.shares").write_text(f"{shares}\n")
-        (place / name / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        _join(place / name, shares)
     try:
         yield
     finally:
