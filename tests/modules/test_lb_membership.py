@@ -138,6 +138,18 @@ def test_launched_instances_take_slots_in_their_backends_once(lb, capsys):
     assert sync(lb, capsys) == (0, [])
 
 
+def test_a_joining_slot_takes_no_request_before_the_instances_agent_answers():
+    """Its agent forced down before it is made ready: in a backend of a name the instance
+    does not serve, the agent's first answer is maint, and until then HAProxy sent it that
+    name's requests (the lab's rollout tests saw them answered 404)."""
+    slot = membership.Server(BE_LLAMA, "gpufleet-slot1", membership.EMPTY)
+    assert membership.Change("join", slot, "10.42.0.21", "i-1").commands(11434) == [
+        f"set server {BE_LLAMA}/gpufleet-slot1 addr 10.42.0.21 port 11434",
+        f"set server {BE_LLAMA}/gpufleet-slot1 agent down",
+        f"set server {BE_LLAMA}/gpufleet-slot1 state ready",
+    ]
+
+
 def test_a_terminated_instance_leaves_and_its_slot_is_taken_again(lb, capsys):
     first = launch(lb, "10.42.0.21", LLAMA, "batch")
     sync(lb, capsys)
@@ -198,18 +210,19 @@ def test_a_config_that_lacks_a_setting_is_one_line(tmp_path):
 
 def test_only_a_group_instance_down_everywhere_past_the_limit_is_unhealthy():
     """HAProxy's `lastchg` says how long: down past unhealthy_after in every server of the
-    default backend; maintenance, a drain, a recent fall or no group is never marked."""
+    default backend; maintenance, a drain, a recent fall, a slot down since before the
+    instance was launched into it, or no group is never marked."""
     place = {"pool": "chat", "model": QWEN, "alias": ""}
 
-    def instance(number: int, group: str = "gpufleet-prod-chat"):
-        return membership.Instance(f"i-{number}", f"10.42.0.{number}", place, group)
+    def instance(number: int, group: str = "gpufleet-prod-chat", age: float = 3600):
+        return membership.Instance(f"i-{number}", f"10.42.0.{number}", place, group, age)
 
     def row(number: int, status: str, lastchg: int, server: str = "gpufleet-slot1") -> dict:
         address = f"10.42.0.{number}:11434"
         return {"pxname": "be_default", "svname": server, "addr": address, "status": status,
                 "lastchg": str(lastchg)}  # fmt: skip
 
-    instances = [instance(n) for n in range(1, 7)] + [instance(7, group="")]
+    instances = [instance(n) for n in range(1, 7)] + [instance(7, group=""), instance(8, age=12)]
     rows = [
         row(1, "DOWN", 40),
         row(2, "DOWN", 5),
@@ -220,6 +233,7 @@ def test_only_a_group_instance_down_everywhere_past_the_limit_is_unhealthy():
         row(6, "DOWN (agent)", 31),
         row(7, "DOWN", 400),
         {**row(1, "UP", 400), "pxname": BE_QWEN},
+        row(8, "DOWN (agent)", 513),
     ]
     found = membership.unhealthy(instances, rows, "be_default", 11434, 30)
     assert [(i.instance_id, seconds) for i, seconds in found] == [("i-1", 40), ("i-6", 31)]

@@ -81,6 +81,8 @@ class Instance:
     place: dict[str, str]
     # Its Auto Scaling group, empty when it is in none.
     group: str = ""
+    # Seconds since EC2 launched it: no server of it has been down longer.
+    age: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,10 @@ class Server:
 @dataclass(frozen=True)
 class Change:
     """A slot filled with an instance's address (join) or emptied (leave): maint first, so
-    streams in flight end and no new one starts."""
+    streams in flight end and no new one starts. A joining slot's agent starts down, so the
+    slot takes no request until the instance's fleet agent answers: in a backend of a name the
+    instance does not serve its first answer is maint (UP until then, the slot was sent the
+    name's requests, and the instance answered them 404)."""
 
     action: str
     server: Server
@@ -107,6 +112,7 @@ class Change:
         if self.action == "join":
             return [
                 f"set server {where} addr {self.address} port {port}",
+                f"set server {where} agent down",
                 f"set server {where} state ready",
             ]
         return [f"set server {where} state maint", f"set server {where} addr {EMPTY} port {port}"]
@@ -147,6 +153,7 @@ def running_gpu_instances(ec2: Any, env: str) -> list[Instance]:
                 instance["PrivateIpAddress"],
                 place,
                 tags.get(TAGS["group"], ""),
+                time.time() - instance["LaunchTime"].timestamp(),
             )
         )
     return found
@@ -226,7 +233,9 @@ def unhealthy(
     instances: list[Instance], rows: list[dict[str, str]], backend: str, port: int, after: int
 ) -> list[tuple[Instance, int]]:
     """The group instances whose servers in the backend (`show stat` rows) are all DOWN, and
-    have been for `after` seconds or more: each with the seconds."""
+    have been for `after` seconds or more: each with the seconds. A slot's `lastchg` may count
+    from before the instance took it (a slot left DOWN keeps counting when it is filled), so
+    no instance counts as down longer than it has been launched."""
     found = []
     for instance in instances:
         own = [
@@ -237,7 +246,7 @@ def unhealthy(
         if not instance.group or not own:
             continue
         if all(r.get("status", "").startswith("DOWN") for r in own):
-            down_for = min(int(r.get("lastchg") or 0) for r in own)
+            down_for = min(min(int(r.get("lastchg") or 0) for r in own), int(instance.age))
             if down_for >= after:
                 found.append((instance, down_for))
     return found
