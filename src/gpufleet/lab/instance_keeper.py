@@ -13,7 +13,9 @@ daemon that `gpufleet lab up` starts, makes those records real every 2 seconds:
   and its group launches a replacement (moto's terminate-in-group, without a decrement,
   stands for the group's health check finding the instance gone);
 - an instance marked Unhealthy in its group (SetInstanceHealth: the LB membership service
-  does it) is terminated and replaced as the group does; moto's groups only record it.
+  does it) is terminated and replaced as the group does, once the group's health check grace
+  period since its launch is over (the mark asks for it to be respected); moto's groups only
+  record the mark.
 
 The hosts of `lab up` and `lab launch` belong to no group and are never reclaimed: the tests
 give them notices to watch a drain.
@@ -94,7 +96,7 @@ def keep_once(
             continue
         if notice_is_over(paths, instance):
             why = "reclaimed at the end of its spot notice"
-        elif member.health == "Unhealthy":
+        elif member.health == "Unhealthy" and past_grace(instance, member):
             why = "marked Unhealthy in its group, replaced"
         else:
             continue
@@ -165,16 +167,28 @@ class Member:
 
     group: str
     health: str
+    # The group's health check grace period, in seconds.
+    grace: int = 0
 
 
 def _group_members(autoscaling: Any) -> dict[str, Member]:
-    """Each instance in an Auto Scaling group: its group, and its health there."""
-    pages = autoscaling.get_paginator("describe_auto_scaling_instances").paginate()
+    """Each instance in an Auto Scaling group: its group, its health there, and the group's
+    grace period."""
+    pages = autoscaling.get_paginator("describe_auto_scaling_groups").paginate()
     return {
-        i["InstanceId"]: Member(i["AutoScalingGroupName"], i["HealthStatus"])
+        i["InstanceId"]: Member(
+            g["AutoScalingGroupName"], i["HealthStatus"], int(g.get("HealthCheckGracePeriod", 0))
+        )
         for page in pages
-        for i in page["AutoScalingInstances"]
+        for g in page["AutoScalingGroups"]
+        for i in g["Instances"]
     }
+
+
+def past_grace(instance: dict[str, Any], member: Member) -> bool:
+    """Whether the instance's group's grace period since its launch is over."""
+    launched = instance["LaunchTime"].timestamp()
+    return time.time() - launched >= member.grace
 
 
 def notice_is_over(paths: LabPaths, instance: dict[str, Any]) -> bool:

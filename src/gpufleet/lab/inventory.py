@@ -137,8 +137,11 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "lb_membership_aws_endpoint_url": f"http://{topology.gateway}:{topology.ec2_port}",
         "lb_membership_aws_access_key": CREDENTIALS["aws_access_key_id"],
         "lb_membership_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
-        # A lab host down 10 s is replaced: the lab's hosts reboot in seconds.
+        # A lab host down 10 s is replaced: the lab's hosts reboot in seconds. Not within 30 s
+        # of its launch (its group's grace period, which the lab's keeper respects as EC2
+        # does): a lab host boots and serves in about 15.
         "lb_membership_unhealthy_after": 10,
+        "capacity_health_check_grace_period": 30,
         # Spot missing 10 s is stood in for: the lab's groups launch and refuse spot at once.
         "lb_membership_spot_fallback_after": 10,
         # The LB hosts' networks an image's firewall lets reach Ollama: in AWS the LB subnets,
