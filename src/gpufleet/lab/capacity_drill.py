@@ -46,15 +46,10 @@ class GroupHost:
     lifecycle: str = "on-demand"
 
 
-def publish_and_keep_the_pool(
-    paths: LabPaths, topology: LabTopology, image: str, model: str, spot: int = 0
-) -> None:
-    """Publish the image, then run capacity.yml for the pool: one instance on demand, and
-    `spot` spot instances above it."""
-    ec2.client(topology, "ssm").put_parameter(
-        Name=PARAMETER, Value=image, Type="String", Overwrite=True
-    )
-    pools = {
+def pools(topology: LabTopology, model: str, spot: int = 0) -> dict[str, Any]:
+    """The lab's pool chat as capacity.yml takes it: one instance on demand, and `spot` spot
+    instances above it, in the lab's subnets; room for one more."""
+    return {
         POOL: {
             "model": model,
             "alias": POOL,
@@ -66,6 +61,20 @@ def publish_and_keep_the_pool(
             "min_azs": 2,
         }
     }
+
+
+def publish(topology: LabTopology, image: str) -> None:
+    """Publish the image to the SSM parameter, as a bake in CI publishes it."""
+    ec2.client(topology, "ssm").put_parameter(
+        Name=PARAMETER, Value=image, Type="String", Overwrite=True
+    )
+
+
+def publish_and_keep_the_pool(
+    paths: LabPaths, topology: LabTopology, image: str, model: str, spot: int = 0
+) -> None:
+    """Publish the image, then run capacity.yml for the pool (pools())."""
+    publish(topology, image)
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
@@ -73,7 +82,7 @@ def publish_and_keep_the_pool(
             str(paths.inventory_dir),
             "playbooks/capacity.yml",
             "-e",
-            json.dumps({"capacity_pools": pools}),
+            json.dumps({"capacity_pools": pools(topology, model, spot)}),
         ],
         cwd=REPO,
         capture_output=True,

@@ -76,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
         "on a bake host, every model the lab's GPU hosts serve)",
     )
     actions.add_parser("images", help="list the images bakes kept, with their audit verdicts")
+    derive = actions.add_parser(
+        "derive-image",
+        help="make a new image from a kept one with files added, as a build from a source AMI",
+    )
+    derive.add_argument("source", metavar="IMAGE")
+    derive.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATH=TEXT",
+        help="a file to add (absolute path, its text with \\n for line breaks); repeatable",
+    )
     launch = actions.add_parser(
         "launch",
         help="launch GPU hosts from an image, as EC2 does: a new disk, empty NVMe disks, a new "
@@ -226,6 +238,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return _lab_bake(paths, topology, args.host, args.models)
     if args.action == "images":
         return _lab_images(paths)
+    if args.action == "derive-image":
+        return _lab_derive_image(paths, topology, args.source, args.file)
     if args.action == "launch":
         request = LaunchRequest(
             args.image,
@@ -283,6 +297,21 @@ def _lab_bake(paths: LabPaths, topology: LabTopology, name: str, models: str) ->
     )
     if failure is not None:
         raise failure
+    return 0 if image.launchable else 1
+
+
+def _lab_derive_image(paths: LabPaths, topology: LabTopology, source: str, files: list[str]) -> int:
+    added = {}
+    for given in files:
+        path, equals, text = given.partition("=")
+        if not equals or not path.startswith("/"):
+            raise LabError(f"--file {given!r}: give an absolute PATH=TEXT")
+        added[path] = text.replace("\\n", "\n")
+    image = images.derive(paths, topology, source, added, bake_host.audit_from_outside)
+    print(
+        f"lab derive-image: image {image.image_id} from {source} with {len(added)} file(s) "
+        f"added (audit {image.audit})"
+    )
     return 0 if image.launchable else 1
 
 

@@ -6,19 +6,25 @@ with `create_image` and the bake's own image tags (the Packer manifest's custom 
 the audit's verdict on the disk read from outside. `lab launch` makes hosts from it; `lab
 down` removes the images with the EC2 API that knows them.
 
+`gpufleet lab derive-image SOURCE` makes a new image from a kept one, as a build from a
+source AMI that only adds files (Packer's file provisioner) makes it: a layer of those files
+over the source's, registered with `copy_image` and the source's tags. The lab's rollout tests
+roll a pool onto one, and onto one whose Ollama cannot start.
+
     <cache>/images/<ami-id>/disk        the upper layer: the bake's changes to the rootfs
     <cache>/images/<ami-id>/image.json  the record below
 """
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ from gpufleet.lab.topology import LabPaths, LabTopology
 
 AUDIT_TAG = "gpufleet:audit"
 SOURCE_HOST_TAG = "gpufleet:lab-source-host"
+DERIVED_TAG = "gpufleet:lab-derived-from"
 MODELS_TAG = "gpufleet:models"
 CLEAN = "clean"
 
@@ -42,7 +49,8 @@ class Image:
     # "clean", or "failed: " and the first finding of the audit read from outside.
     audit: str
     baked_at: str
-    # The lab's rootfs the disk lies over.
+    # What the disk lies over, as overlayfs's lowerdir: the lab's rootfs, or a source
+    # image's disk and what that lies over.
     rootfs: str
 
     @property
@@ -90,6 +98,52 @@ def keep(
     directory = images_dir(paths) / image_id
     directory.mkdir(parents=True)
     _move_disk(upper, directory / "disk")
+    (directory / "image.json").write_text(json.dumps(asdict(image), indent=2) + "\n")
+    return image
+
+
+def derive(
+    paths: LabPaths,
+    topology: LabTopology,
+    source_id: str,
+    files: dict[str, str],
+    audit: Callable[[Path], str],
+) -> Image:
+    """A new image: the source's disk with `files` (absolute path -> text) added over it,
+    registered with the source's tags and a new bake time, and audited from outside (audit:
+    the image audit on a root, "clean" or "failed: ...")."""
+    source = find(paths, source_id)
+    client = ec2.client(topology)
+    described = client.describe_images(ImageIds=[source_id])["Images"][0]
+    baked_at = datetime.datetime.now(datetime.UTC).isoformat()
+    name = f"{source.name}-derived-{baked_at.replace(':', '')[:17]}"
+    image_id = client.copy_image(SourceImageId=source_id, SourceRegion=topology.region, Name=name)[
+        "ImageId"
+    ]
+    found_tags = {t["Key"]: t["Value"] for t in described.get("Tags", [])}
+    found_tags.update({tags.NAME: name, "gpufleet:baked-at": baked_at, DERIVED_TAG: source_id})
+    directory = images_dir(paths) / image_id
+    layer = directory / "disk"
+    for path, text in files.items():
+        target = layer / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    image = Image(
+        image_id=image_id,
+        name=name,
+        source_host=source.source_host,
+        models=source.models,
+        audit="",
+        baked_at=baked_at,
+        rootfs=lower_dirs(paths, source),
+    )
+    (directory / "image.json").write_text(json.dumps(asdict(image), indent=2) + "\n")
+    with mounted(paths, image_id) as root:
+        image = replace(image, audit=audit(root))
+    found_tags[AUDIT_TAG] = image.audit
+    client.create_tags(
+        Resources=[image_id], Tags=[{"Key": k, "Value": v} for k, v in found_tags.items()]
+    )
     (directory / "image.json").write_text(json.dumps(asdict(image), indent=2) + "\n")
     return image
 
