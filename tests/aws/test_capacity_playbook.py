@@ -50,7 +50,15 @@ def pools(region, **chat):
     }
 
 
-def play(moto, registry, tmp_path, capacity_pools, *options):
+def play(
+    moto,
+    registry,
+    tmp_path,
+    capacity_pools,
+    *options,
+    playbook="playbooks/capacity.yml",
+    inventory="localhost,",
+):
     extra = {
         "capacity_pools": capacity_pools,
         "capacity_region": REGION,
@@ -67,8 +75,8 @@ def play(moto, registry, tmp_path, capacity_pools, *options):
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
-            "localhost,",
-            "playbooks/capacity.yml",
+            inventory,
+            playbook,
             "-e",
             json.dumps(extra),
             *options,
