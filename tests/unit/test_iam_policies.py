@@ -162,3 +162,30 @@ def test_the_lb_membership_service_lists_marks_health_and_keeps_the_spot_fallbac
         "autoscaling:TerminateInstanceInAutoScalingGroup",
     }
     assert allowed("lb-membership-policy.json") == calls
+
+
+def test_the_ami_rollout_is_allowed_capacitys_calls_and_those_it_replaces_instances_with():
+    from ansible_collections.amazon.aws.plugins.module_utils import autoscaling
+    from ansible_collections.amazon.aws.plugins.modules import (
+        autoscaling_group_info,
+        autoscaling_instance,
+        ec2_instance_info,
+    )
+
+    def source(module) -> str:
+        return str(Path(module.__file__).relative_to(REPO))
+
+    # Its own module, and the amazon.aws ones: the group's instances and their images, and a
+    # termination in the group (autoscaling_instance reads its instances first).
+    found = calls_of("autoscaling", "plugins/modules/group_capacity.py") | calls_in(
+        *map(source, (autoscaling_group_info, autoscaling_instance, ec2_instance_info, autoscaling))
+    )
+    rollout = {
+        "ec2:DescribeInstances",
+        "autoscaling:DescribeAutoScalingInstances",
+        "autoscaling:DescribeLifecycleHooks",
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    }
+    assert rollout <= found, rollout - found
+    assert allowed("ami-rollout-policy.json") == allowed("capacity-policy.json") | rollout
