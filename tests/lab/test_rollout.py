@@ -69,10 +69,10 @@ def rollout(lab: dict, pool: dict, *extra: str) -> dict:
     """ami_rollout.yml for the pool under 20 streams of the official clients; its exit
     status, output, report and what the clients saw."""
     pools = {"capacity_pools": drill.pools(pool["topology"], QWEN, spot=1)}
+    playbook = ["ansible-playbook", "-i", lab["inventory"], "playbooks/ami_rollout.yml"]
     with Load(target(pool), [LLAMA, QWEN, "chat"], concurrency=20, tokens=40) as running:
         result = subprocess.run(
-            ["ansible-playbook", "-i", lab["inventory"], "playbooks/ami_rollout.yml"]
-            + ["-e", json.dumps(pools), *extra],
+            [*playbook, "-e", json.dumps(pools), *extra],
             capture_output=True,
             text=True,
             check=False,
@@ -135,7 +135,10 @@ def test_every_instance_is_replaced_from_the_new_image_without_a_failed_request(
     group_hosts = set(inventory[f"asg_{drill.GROUP.replace('-', '_')}"]["hosts"])
     assert len(group_hosts) == 2
     assert group_hosts.isdisjoint(inventory.get("ami_outdated", {}).get("hosts", [])), inventory
-    rows = [(h["old_host"], h["new_host"], h["launch_to_serving_s"], h["drain_wait_s"]) for h in report["hosts"]]
+    rows = [
+        (h["old_host"], h["new_host"], h["launch_to_serving_s"], h["drain_wait_s"])
+        for h in report["hosts"]
+    ]
     print(f"rolled onto {image} in {report['wall_s']} s: {rows}; clients: {run['load']}")
 
 
@@ -156,14 +159,15 @@ def test_an_image_whose_ollama_cannot_start_stops_at_the_canary_and_the_old_host
     drill.publish(pool["topology"], broken)
     run = rollout(lab, pool, "-e", f"ami_rollout_serving_timeout={BROKEN_SERVING_TIMEOUT}")
     assert run["rc"] != 0, run["output"][-4000:]
-    assert f"ami_rollout: stopped rolling {broken} onto gpu-" in run["output"], run["output"][-3000:]
+    stopped = f"ami_rollout: stopped rolling {broken} onto gpu-"
+    assert stopped in run["output"], run["output"][-3000:]
     assert 'at the step "Wait until every LB sees this host up"' in run["output"]
     assert "none left running" in run["output"], run["output"][-3000:]
     assert run["load"]["failed"] == 0 and run["load"]["truncated"] == 0, run["problems"][:5]
     assert group_images(lab) == serving
-    versions = ec2_client(lab).describe_launch_template_versions(
-        LaunchTemplateName=drill.GROUP
-    )["LaunchTemplateVersions"]
+    versions = ec2_client(lab).describe_launch_template_versions(LaunchTemplateName=drill.GROUP)[
+        "LaunchTemplateVersions"
+    ]
     latest = max(versions, key=lambda v: v["VersionNumber"])
     assert latest["LaunchTemplateData"]["ImageId"] == rolled["image"], latest
     assert run["report"]["outcome"] == "stopped" and run["report"]["replaced"] == 0
@@ -171,5 +175,6 @@ def test_an_image_whose_ollama_cannot_start_stops_at_the_canary_and_the_old_host
     # The rollback: the good image published again, the same playbook.
     drill.publish(pool["topology"], rolled["image"])
     again = rollout(lab, pool)
-    assert again["rc"] == 0 and again["report"]["outcome"] == "nothing to do", again["output"][-3000:]
+    assert again["rc"] == 0, again["output"][-3000:]
+    assert again["report"]["outcome"] == "nothing to do", again["report"]
     print(f"{broken} stopped at the canary: {run['report']['stopped']}; clients: {run['load']}")
