@@ -107,23 +107,29 @@ def ami_rollout_batch_problems(
     batches: Sequence[Sequence[str]],
     old: Sequence[Mapping[str, Any]],
     groups: Mapping[str, Mapping[str, Any]],
+    pools: Mapping[str, Mapping[str, Any]] | None = None,
     variable: str = "ami_rollout_serial",
 ) -> list[str]:
     """Why a batch cannot be launched before its old instances are terminated: its pool's
     group would need more instances than its max_size, which would leave it below its
-    minimum of serving hosts while the batch is replaced."""
+    minimum of serving hosts while the batch is replaced. With `pools` (capacity_pools), the
+    group's sizes are those capacity.yml gives it before the batches: its max, and its desired
+    capacity moved into its min to max."""
     pool_of = {o["host"]: o["pool"] for o in old}
     problems = []
     for number, batch in enumerate(batches, start=1):
         for pool, count in sorted(Counter(pool_of[h] for h in batch if h in pool_of).items()):
             group = groups[pool]
-            wanted = int(group["desired_capacity"]) + count
-            if wanted > int(group["max_size"]):
+            desired, most = int(group["desired_capacity"]), int(group["max_size"])
+            if pools and pool in pools:
+                most = int(pools[pool]["max"])
+                desired = min(max(desired, int(pools[pool]["min"])), most)
+            if desired + count > most:
                 problems.append(
                     f"{variable}: batch {number} replaces {count} instance(s) of pool {pool} at "
-                    f"once, so its group {group['auto_scaling_group_name']} would need {wanted} "
-                    f"instances, above its max_size {group['max_size']}; launching fewer first "
-                    "would leave the pool below its minimum"
+                    f"once, so its group {group['auto_scaling_group_name']} would need "
+                    f"{desired + count} instances, above its max_size {most}; launching fewer "
+                    "first would leave the pool below its minimum"
                 )
     return problems
 

@@ -77,6 +77,20 @@ def test_a_batch_with_no_room_in_its_group_is_refused_naming_the_pool_and_the_va
     (problem,) = rollout.ami_rollout_batch_problems([["gpu-1", "gpu-3"]], plan["old"], groups)
     assert problem.startswith("ami_rollout_serial: batch 1 replaces 2 instance(s) of pool chat")
     assert "would need 5 instances, above its max_size 4" in problem
+    # The sizes capacity.yml gives the group first: the pools file's max, desired moved into it.
+    narrower = {"chat": {"min": 1, "max": 3}}
+    found = rollout.ami_rollout_batch_problems(
+        [["gpu-1"], ["gpu-3"]], plan["old"], groups, narrower
+    )
+    assert [p.split(" replaces")[0] for p in found] == [
+        "ami_rollout_serial: batch 1",
+        "ami_rollout_serial: batch 2",
+    ]
+    assert "need 4 instances, above its max_size 3" in found[0]
+    wider = {"chat": {"min": 1, "max": 5}}
+    assert (
+        rollout.ami_rollout_batch_problems([["gpu-1", "gpu-3"]], plan["old"], groups, wider) == []
+    )
 
 
 def test_a_batch_counts_its_on_demand_hosts_per_pool():
