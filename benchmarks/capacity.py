@@ -40,21 +40,32 @@ def lab_status() -> dict:
     return json.loads(answer.stdout)
 
 
+def lab_up_unless_it_is() -> bool:
+    """Bring the lab up with one bake host if it is not up; whether this did."""
+    brought_up = lab_status()["state"] == "absent"
+    if brought_up:
+        gpufleet("lab", "up", "--bake-hosts", "1", env={"GPUFLEET_LAB_MODELS": MODELS})
+    return brought_up
+
+
+def lb_up() -> None:
+    """loadbalancer.yml on the lab's LB: its membership service takes group instances in."""
+    subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", lab_status()["inventory"],
+         "playbooks/loadbalancer.yml"],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
-    brought_up = lab_status()["state"] == "absent"
-    if brought_up:
-        gpufleet("lab", "up", "--bake-hosts", "1", env={"GPUFLEET_LAB_MODELS": MODELS})
+    brought_up = lab_up_unless_it_is()
     try:
         image, model = clean_image()
-        subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", lab_status()["inventory"],
-             "playbooks/loadbalancer.yml"],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
+        lb_up()
         baseline = one_round(image, model)
         paths = LabPaths.from_environment()
         topology = lab.load(paths)

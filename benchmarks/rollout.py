@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 
-from capacity import lab_status
-from launch import BIN, MODELS, REPO, clean_image, gpufleet
+from capacity import lab_status, lab_up_unless_it_is, lb_up
+from launch import BIN, REPO, clean_image, gpufleet
 
 from gpufleet.lab import capacity_drill, lab
 from gpufleet.lab.topology import LabPaths
@@ -40,16 +39,11 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5:7b", help="with --image: a model it has")
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
-    brought_up = lab_status()["state"] == "absent"
-    if brought_up:
-        gpufleet("lab", "up", "--bake-hosts", "1", env={"GPUFLEET_LAB_MODELS": MODELS})
+    brought_up = lab_up_unless_it_is()
     try:
         image, model = (args.image, args.model) if args.image else clean_image()
+        lb_up()
         inventory = lab_status()["inventory"]
-        subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", inventory, "playbooks/loadbalancer.yml"],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
         paths = LabPaths.from_environment()
         topology = lab.load(paths)
         capacity_drill.publish_and_keep_the_pool(paths, topology, image, model, spot=1)
