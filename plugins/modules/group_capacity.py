@@ -90,7 +90,7 @@ group:
     on_demand_base: 3
     fallback: 0
 before:
-  description: The group's sizes before the change, as O(group) has them.
+  description: The group's sizes before the change, as RV(group) has them.
   returned: always
   type: dict
 """

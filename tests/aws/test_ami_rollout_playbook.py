@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import json
 
-from moto_region import aws, baked_image
+import pytest
+from moto_region import aws, baked_image, subnets_in
 from test_capacity_playbook import PARAMETER, play, pools, publish_image, recap_changed
-from test_capacity_playbook import region as region
 
 GROUP = "gpufleet-lab-chat"
+
+
+@pytest.fixture
+def region(moto):
+    """Subnets in two zones and a baked GPU image published, as for capacity.yml's tests."""
+    subnets = subnets_in(moto, "10.41.0.0/16", ["us-east-1a", "us-east-1b"])
+    return {"subnets": subnets, "image": publish_image(moto, "gpufleet-gpu-1")}
 
 
 def inventory(tmp_path, moto, hosts: dict[str, str]) -> str:

@@ -12,6 +12,10 @@ REGION = "us-east-1"
 
 @pytest.fixture
 def pool_network(moto):
+    return network_and_template(moto)
+
+
+def network_and_template(moto) -> list[str]:
     """Two subnets in two zones and a launch template, as capacity.yml leaves them."""
     subnets = subnets_in(moto, "10.40.0.0/16", ["us-east-1a", "us-east-1b"])
     ec2 = aws(moto, "ec2")

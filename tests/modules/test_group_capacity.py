@@ -9,10 +9,15 @@ launch template."""
 import pytest
 from ansible_run import run_module
 from moto_region import aws
-from test_capacity_group import described, group_args, pool_network  # noqa: F401 - a fixture
+from test_capacity_group import described, group_args, network_and_template
 
 from gpufleet.lab import ec2_groups
 from gpufleet.lab.ec2 import CREDENTIALS
+
+
+@pytest.fixture
+def pool_network(moto):
+    return network_and_template(moto)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,7 +52,7 @@ def base_and_tag(moto) -> tuple[int, str, int]:
 
 def test_raises_the_desired_capacity_and_the_pools_own_base_then_gives_the_base_back(
     moto,
-    pool_network,  # noqa: F811
+    pool_network,
 ):
     run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
     read = run_module("gpufleet.fleet.group_capacity", sizes(moto))
@@ -68,7 +73,7 @@ def test_raises_the_desired_capacity_and_the_pools_own_base_then_gives_the_base_
 
 def test_keeps_the_stand_ins_above_the_pools_base_and_changes_nothing_in_check_mode(
     moto,
-    pool_network,  # noqa: F811
+    pool_network,
 ):
     run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
     policy = described(moto)[0]["MixedInstancesPolicy"]
@@ -88,7 +93,7 @@ def test_keeps_the_stand_ins_above_the_pools_base_and_changes_nothing_in_check_m
     assert base_and_tag(moto) == (3, "2", 3)
 
 
-def test_refuses_a_desired_capacity_outside_the_group_naming_it(moto, pool_network):  # noqa: F811
+def test_refuses_a_desired_capacity_outside_the_group_naming_it(moto, pool_network):
     run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
     refused = run_module("gpufleet.fleet.group_capacity", sizes(moto, desired_capacity=5))
     assert refused.get("failed"), refused
