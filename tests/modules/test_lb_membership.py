@@ -138,18 +138,6 @@ def test_launched_instances_take_slots_in_their_backends_once(lb, capsys):
     assert sync(lb, capsys) == (0, [])
 
 
-def test_a_joining_slot_takes_no_request_before_the_instances_agent_answers():
-    """Its agent forced down before it is made ready: in a backend of a name the instance
-    does not serve, the agent's first answer is maint, and until then HAProxy sent it that
-    name's requests (the lab's rollout tests saw them answered 404)."""
-    slot = membership.Server(BE_LLAMA, "gpufleet-slot1", membership.EMPTY)
-    assert membership.Change("join", slot, "10.42.0.21", "i-1").commands(11434) == [
-        f"set server {BE_LLAMA}/gpufleet-slot1 addr 10.42.0.21 port 11434",
-        f"set server {BE_LLAMA}/gpufleet-slot1 agent down",
-        f"set server {BE_LLAMA}/gpufleet-slot1 state ready",
-    ]
-
-
 def test_a_terminated_instance_leaves_and_its_slot_is_taken_again(lb, capsys):
     first = launch(lb, "10.42.0.21", LLAMA, "batch")
     sync(lb, capsys)

@@ -68,15 +68,15 @@ def test_a_pool_alias_is_warm_once_its_model_is_loaded_under_either_name():
     assert (cold.state, cold.weight) == ("ready", 10)
     missing = agent.decide(seen(), [LLAMA, "chat"], cold_weight=10)
     assert missing.reasons == ["expected model chat is missing"]
-    assert agent.agent_reply_for("chat", warm, False, [LLAMA, "chat"]) == "up 100%\n"
+    assert agent.agent_reply_for("chat", warm, False, [LLAMA, "chat"]) == "100%\n"
     assert agent.agent_reply_for("chat", warm, False, [LLAMA]) == "maint\n"
 
 
 def test_ready_is_said_only_in_its_window_so_runtime_drains_stay():
     """HAProxy ends any drain, its runtime API's included, when an agent says `ready`."""
     verdict = agent.Verdict("ready", 100)
-    assert agent.agent_reply(verdict, say_ready=True) == "ready up 100%\n"
-    assert agent.agent_reply(verdict, say_ready=False) == "up 100%\n"
+    assert agent.agent_reply(verdict, say_ready=True) == "ready 100%\n"
+    assert agent.agent_reply(verdict, say_ready=False) == "100%\n"
 
 
 def agent_args(tmp_path, *extra: str):
@@ -136,7 +136,7 @@ def test_the_end_of_its_own_drain_opens_the_ready_window(tmp_path):
     assert running.reply() == "drain\n"
     running.args.ready_window = 60
     running.settle(agent.Verdict("ready", 100), [])
-    assert running.reply() == "ready up 100%\n"
+    assert running.reply() == "ready 100%\n"
 
 
 def test_a_model_backend_gets_maint_from_a_host_that_does_not_serve_its_model():
@@ -145,9 +145,9 @@ def test_a_model_backend_gets_maint_from_a_host_that_does_not_serve_its_model():
     served = [LLAMA, "nomic-embed-text"]
     assert agent.agent_reply_for("qwen2.5:7b", ready, True, served) == "maint\n"
     assert agent.agent_reply_for("qwen2.5:7b", drained, False, served) == "maint\n"
-    assert agent.agent_reply_for(LLAMA, ready, False, served) == "up 100%\n"
+    assert agent.agent_reply_for(LLAMA, ready, False, served) == "100%\n"
     assert agent.agent_reply_for("nomic-embed-text:latest", drained, True, served) == "drain\n"
-    assert agent.agent_reply_for("", ready, True, []) == "ready up 100%\n"
+    assert agent.agent_reply_for("", ready, True, []) == "ready 100%\n"
 
 
 def test_the_agent_check_reads_agent_send_and_answers_each_backend(tmp_path):
@@ -163,8 +163,8 @@ def test_the_agent_check_reads_agent_send_and_answers_each_backend(tmp_path):
 
     try:
         assert ask(b"qwen2.5:7b\n") == b"maint\n"
-        assert ask(b"llama3.1:8b\n") == b"up 100%\n"
-        assert ask(b"") == b"up 100%\n"
+        assert ask(b"llama3.1:8b\n") == b"100%\n"
+        assert ask(b"") == b"100%\n"
     finally:
         server.shutdown()
         server.server_close()

@@ -19,9 +19,7 @@ loaded and at --cold-weight percent while they are not, so a cold host gets fewe
 
 HAProxy cancels a drain set through its runtime API when an agent says `ready`, so the agent
 says `ready` only for --ready-window seconds after it starts or after its own drain ends,
-and otherwise only `up` and the weight. `up` lifts an agent forced down, as the LB
-membership service forces a slot's when it fills it, so the slot takes no request before this
-agent has answered. Every change of verdict is logged with its reasons.
+and otherwise only the weight. Every change of verdict is logged with its reasons.
 
 A model backend's server line sends the backend's model first (HAProxy's `agent-send`): a
 host that does not serve that model answers `maint`, so a model's backend can list every
@@ -107,10 +105,10 @@ def decide(seen: Observation, expected: list[str], cold_weight: int) -> Verdict:
 
 
 def agent_reply(verdict: Verdict, say_ready: bool) -> str:
-    """The line HAProxy's agent-check reads: `drain`, `ready up 100%` or `up 100%`."""
+    """The line HAProxy's agent-check reads: `drain`, `ready 100%` or `100%`."""
     if verdict.state == "drain":
         return "drain\n"
-    return f"{'ready ' if say_ready else ''}up {verdict.weight}%\n"
+    return f"{'ready ' if say_ready else ''}{verdict.weight}%\n"
 
 
 def agent_reply_for(model: str, verdict: Verdict, say_ready: bool, served: list[str]) -> str:

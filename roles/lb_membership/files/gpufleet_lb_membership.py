@@ -97,10 +97,7 @@ class Server:
 @dataclass(frozen=True)
 class Change:
     """A slot filled with an instance's address (join) or emptied (leave): maint first, so
-    streams in flight end and no new one starts. A joining slot's agent starts down, so the
-    slot takes no request until the instance's fleet agent answers: in a backend of a name the
-    instance does not serve its first answer is maint (UP until then, the slot was sent the
-    name's requests, and the instance answered them 404)."""
+    streams in flight end and no new one starts."""
 
     action: str
     server: Server
@@ -112,7 +109,6 @@ class Change:
         if self.action == "join":
             return [
                 f"set server {where} addr {self.address} port {port}",
-                f"set server {where} agent down",
                 f"set server {where} state ready",
             ]
         return [f"set server {where} state maint", f"set server {where} addr {EMPTY} port {port}"]
