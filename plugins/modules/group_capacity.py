@@ -103,13 +103,15 @@ except ImportError:  # AnsibleAWSModule says botocore is missing.
     BotoCoreError = ClientError = Exception
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback import BASE_TAG
+from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback import (
+    BASE_TAG,
+    base_and_spot_share,
+)
 
 
 def sizes(group: dict[str, Any]) -> dict[str, int]:
     """A described group's sizes; a group without the base tag has no stand-ins."""
-    distribution = (group.get("MixedInstancesPolicy") or {}).get("InstancesDistribution", {})
-    base = int(distribution.get("OnDemandBaseCapacity", 0))
+    base, _spot_share = base_and_spot_share(group.get("MixedInstancesPolicy") or {})
     tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
     own = int(tags.get(BASE_TAG) or base)
     return {
