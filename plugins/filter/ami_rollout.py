@@ -28,10 +28,8 @@ REPORT_COLUMNS = (
 
 
 def _tags(instance: Mapping[str, Any]) -> dict[str, str]:
-    found = instance.get("tags") or {}
-    if isinstance(found, list):
-        return {t["Key"]: t["Value"] for t in found}
-    return dict(found)
+    """An instance's tags, as amazon.aws.ec2_instance_info gives them (a dict)."""
+    return dict(instance.get("tags") or {})
 
 
 def ami_rollout_groups(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
