@@ -63,6 +63,11 @@ def calls_in(*sources: str) -> set[str]:
     return {operations()[name] for name in SNAKE.findall(text) if name in operations()}
 
 
+def source(module) -> str:
+    """A module's file, relative to the repository, as calls_in reads it."""
+    return str(Path(module.__file__).relative_to(REPO))
+
+
 @pytest.mark.parametrize("policy", sorted(p.name for p in IAM.glob("*-policy.json")))
 def test_every_action_is_a_real_operation(policy):
     session = botocore.session.get_session()
@@ -125,9 +130,6 @@ def test_capacity_is_allowed_its_calls_and_nothing_to_delete():
         ec2_vpc_subnet_info,
     )
 
-    def source(module) -> str:
-        return str(Path(module.__file__).relative_to(REPO))
-
     group = calls_of("autoscaling", "plugins/modules/capacity_group.py")
     assert "autoscaling:DeleteTags" in group, "no group call found: the scan is broken"
     # capacity.yml's amazon.aws tasks: the template's versions (never state absent), the
@@ -171,9 +173,6 @@ def test_the_ami_rollout_is_allowed_capacitys_calls_and_those_it_replaces_instan
         autoscaling_instance,
         ec2_instance_info,
     )
-
-    def source(module) -> str:
-        return str(Path(module.__file__).relative_to(REPO))
 
     # Its own module, and the amazon.aws ones: the group's instances and their images, and a
     # termination in the group (autoscaling_instance reads its instances first).
