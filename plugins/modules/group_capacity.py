@@ -1,4 +1,5 @@
-"""group_capacity: set a pool group's desired capacity and its own on-demand base."""
+"""group_capacity: set a pool group's desired capacity, its own on-demand base, and whether it
+replaces instances marked Unhealthy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ short_description: Set a GPU pool's Auto Scaling group's desired capacity and on
 description:
   - Sets the desired capacity of an Auto Scaling group that M(gpufleet.fleet.capacity_group)
     keeps, and optionally the pool's own on-demand base, in one update of the group.
+  - Optionally suspends or resumes the group's C(ReplaceUnhealthy) process, so that instances
+    a playbook is taking out of service are not replaced by the group while it does.
   - The pool's own base is the group's C(gpufleet:on-demand-base) tag; the group's
     C(OnDemandBaseCapacity) is that base plus the on-demand instances the LBs' spot fallback
     has standing in for spot, which are kept. The tag and the group move together, in the
@@ -29,6 +32,12 @@ options:
   on_demand_base:
     description: The pool's own on-demand base; the current one when omitted.
     type: int
+  replace_unhealthy:
+    description:
+      - Whether the group replaces the instances marked Unhealthy (its C(ReplaceUnhealthy)
+        process resumed) or leaves them to the caller (suspended); as it is when omitted.
+      - Suspended, an instance marked Unhealthy stays until the caller terminates it.
+    type: bool
 attributes:
   check_mode:
     support: full
@@ -56,6 +65,12 @@ EXAMPLES = r"""
     name: gpufleet-prod-chat
     on_demand_base: 2
     region: us-east-1
+
+- name: Keep the group from replacing the instances about to be drained and terminated
+  gpufleet.fleet.group_capacity:
+    name: gpufleet-prod-chat
+    replace_unhealthy: false
+    region: us-east-1
 """
 
 RETURN = r"""
@@ -82,6 +97,9 @@ group:
     fallback:
       description: On-demand instances standing in for spot, above the pool's base.
       type: int
+    replace_unhealthy:
+      description: Whether the group's C(ReplaceUnhealthy) process runs (is not suspended).
+      type: bool
   sample:
     name: gpufleet-prod-chat
     min_size: 2
@@ -89,6 +107,7 @@ group:
     desired_capacity: 4
     on_demand_base: 3
     fallback: 0
+    replace_unhealthy: true
 before:
   description: The group's sizes before the change, as RV(group) has them.
   returned: always
@@ -108,9 +127,12 @@ from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback impor
     base_and_spot_share,
 )
 
+REPLACE_UNHEALTHY = "ReplaceUnhealthy"
 
-def sizes(group: dict[str, Any]) -> dict[str, int]:
-    """A described group's sizes; a group without the base tag has no stand-ins."""
+
+def sizes(group: dict[str, Any]) -> dict[str, Any]:
+    """A described group's sizes, and whether it replaces Unhealthy instances; a group without
+    the base tag has no stand-ins."""
     base, _spot_share = base_and_spot_share(group.get("MixedInstancesPolicy") or {})
     tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
     own = int(tags.get(BASE_TAG) or base)
@@ -120,18 +142,20 @@ def sizes(group: dict[str, Any]) -> dict[str, int]:
         "desired_capacity": int(group["DesiredCapacity"]),
         "on_demand_base": own,
         "fallback": max(0, base - own),
+        "replace_unhealthy": REPLACE_UNHEALTHY
+        not in {p["ProcessName"] for p in group.get("SuspendedProcesses", [])},
     }
 
 
-def wanted_sizes(current: dict[str, int], params: dict[str, Any]) -> dict[str, int]:
+def wanted_sizes(current: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     wanted = dict(current)
-    for key in ("desired_capacity", "on_demand_base"):
+    for key in ("desired_capacity", "on_demand_base", "replace_unhealthy"):
         if params[key] is not None:
             wanted[key] = params[key]
     return wanted
 
 
-def problems(name: str, wanted: dict[str, int]) -> list[str]:
+def problems(name: str, wanted: dict[str, Any]) -> list[str]:
     found = []
     if not wanted["min_size"] <= wanted["desired_capacity"] <= wanted["max_size"]:
         found.append(
@@ -143,7 +167,20 @@ def problems(name: str, wanted: dict[str, int]) -> list[str]:
     return found
 
 
-def apply(client: Any, name: str, wanted: dict[str, int], current: dict[str, int]) -> None:
+def apply(client: Any, name: str, wanted: dict[str, Any], current: dict[str, Any]) -> None:
+    """The ReplaceUnhealthy process first when it is suspended (nothing is replaced from then
+    on) and last when it is resumed; the sizes between them."""
+    processes = {"AutoScalingGroupName": name, "ScalingProcesses": [REPLACE_UNHEALTHY]}
+    if current["replace_unhealthy"] and not wanted["replace_unhealthy"]:
+        client.suspend_processes(**processes)
+    moved = ("desired_capacity", "on_demand_base")
+    if any(wanted[key] != current[key] for key in moved):
+        apply_sizes(client, name, wanted, current)
+    if wanted["replace_unhealthy"] and not current["replace_unhealthy"]:
+        client.resume_processes(**processes)
+
+
+def apply_sizes(client: Any, name: str, wanted: dict[str, Any], current: dict[str, Any]) -> None:
     """The desired capacity alone through SetDesiredCapacity; with the base, one update of the
     group, the base tag before it when the base rises and after it when it falls, so the spot
     fallback never reads more stand-ins than there are."""
@@ -182,6 +219,7 @@ def main() -> None:
             "name": {"type": "str", "required": True},
             "desired_capacity": {"type": "int"},
             "on_demand_base": {"type": "int"},
+            "replace_unhealthy": {"type": "bool"},
         },
         supports_check_mode=True,
     )

@@ -1,6 +1,7 @@
 """group_capacity against a real moto server: a pool's group, kept by capacity_group, raised
-by one on demand and given its base back, the spot fallback's stand-ins kept; unchanged when
-as asked; a desired capacity outside the group refused by name.
+by one on demand and given its base back, the spot fallback's stand-ins kept; its replacement
+of Unhealthy instances suspended and resumed; unchanged when as asked; a desired capacity
+outside the group refused by name.
 
 The server's groups take an update of the on-demand base alone as EC2's do, as the lab's EC2
 API has them take it (gpufleet.lab.ec2_groups); moto's own refuse a policy without its
@@ -91,6 +92,28 @@ def test_keeps_the_stand_ins_above_the_pools_base_and_changes_nothing_in_check_m
     assert base_and_tag(moto) == (2, "1", 2)
     run_module("gpufleet.fleet.group_capacity", sizes(moto, desired_capacity=3, on_demand_base=2))
     assert base_and_tag(moto) == (3, "2", 3)
+
+
+def test_suspends_the_replacement_of_unhealthy_instances_then_resumes_it_sizes_untouched(
+    moto,
+    pool_network,
+):
+    run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
+
+    def suspended() -> list[str]:
+        return [p["ProcessName"] for p in described(moto)[0]["SuspendedProcesses"]]
+
+    held = run_module("gpufleet.fleet.group_capacity", sizes(moto, replace_unhealthy=False))
+    assert held["changed"] and held["before"]["replace_unhealthy"], held
+    assert suspended() == ["ReplaceUnhealthy"] and base_and_tag(moto) == (1, "1", 1)
+    again = run_module("gpufleet.fleet.group_capacity", sizes(moto, replace_unhealthy=False))
+    assert not again["changed"], again
+    back = run_module(
+        "gpufleet.fleet.group_capacity",
+        sizes(moto, replace_unhealthy=True, desired_capacity=2),
+    )
+    assert back["changed"] and back["group"]["replace_unhealthy"], back
+    assert suspended() == [] and base_and_tag(moto) == (1, "1", 2)
 
 
 def test_refuses_a_desired_capacity_outside_the_group_naming_it(moto, pool_network):

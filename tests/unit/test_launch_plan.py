@@ -1,15 +1,23 @@
 """`gpufleet lab launch` checks its request against the image and the lab before it makes
 anything: one line naming the image, the model or the pool. The instance keeper makes a host
-of a group's instance and ends spot notices on the lab's clock."""
+of a group's instance, ends spot notices on the lab's clock, and replaces an Unhealthy
+instance as its group would."""
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gpufleet.lab import LabError, images
 from gpufleet.lab.images import Image
-from gpufleet.lab.instance_keeper import host_for, notice_is_over, notice_seconds
+from gpufleet.lab.instance_keeper import (
+    Member,
+    host_for,
+    notice_is_over,
+    notice_seconds,
+    replaced_as_unhealthy,
+)
 from gpufleet.lab.launch import LaunchRequest, plan_hosts
 from gpufleet.lab.standins import imds
 from gpufleet.lab.topology import LabPaths, plan
@@ -150,3 +158,20 @@ def test_a_spot_notice_is_over_after_its_two_minutes_divided_by_the_labs_factor(
     later = notice.stat().st_mtime + notice_seconds()
     monkeypatch.setattr(time, "time", lambda: later)
     assert notice_is_over(paths, instance) and notice_seconds() == 15
+
+
+@pytest.mark.parametrize(
+    ("member", "launched_ago", "replaced"),
+    [
+        (Member("chat", "Unhealthy", grace=30), 31, True),
+        (Member("chat", "Unhealthy", grace=30), 29, False),
+        (Member("chat", "Healthy", grace=30), 31, False),
+        (Member("chat", "Unhealthy", grace=30, replaces_unhealthy=False), 31, False),
+    ],
+    ids=["unhealthy-past-grace", "within-grace", "healthy", "replace-unhealthy-suspended"],
+)
+def test_an_unhealthy_instance_is_replaced_past_its_grace_unless_its_group_suspends_it(
+    member, launched_ago, replaced
+):
+    instance = {"LaunchTime": datetime.now(UTC) - timedelta(seconds=launched_ago)}
+    assert replaced_as_unhealthy(instance, member) is replaced

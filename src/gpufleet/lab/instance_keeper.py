@@ -14,8 +14,8 @@ daemon that `gpufleet lab up` starts, makes those records real every 2 seconds:
   stands for the group's health check finding the instance gone);
 - an instance marked Unhealthy in its group (SetInstanceHealth: the LB membership service
   does it) is terminated and replaced as the group does, once the group's health check grace
-  period since its launch is over (the mark asks for it to be respected); moto's groups only
-  record the mark.
+  period since its launch is over (the mark asks for it to be respected) and unless the group's
+  ReplaceUnhealthy process is suspended; moto's groups only record the mark.
 
 The hosts of `lab up` and `lab launch` belong to no group and are never reclaimed: the tests
 give them notices to watch a drain.
@@ -96,7 +96,7 @@ def keep_once(
             continue
         if notice_is_over(paths, instance):
             why = "reclaimed at the end of its spot notice"
-        elif member.health == "Unhealthy" and past_grace(instance, member):
+        elif replaced_as_unhealthy(instance, member):
             why = "marked Unhealthy in its group, replaced"
         else:
             continue
@@ -169,20 +169,32 @@ class Member:
     health: str
     # The group's health check grace period, in seconds.
     grace: int = 0
+    # Whether the group replaces Unhealthy instances (its ReplaceUnhealthy process not suspended).
+    replaces_unhealthy: bool = True
 
 
 def _group_members(autoscaling: Any) -> dict[str, Member]:
-    """Each instance in an Auto Scaling group: its group, its health there, and the group's
-    grace period."""
+    """Each instance in an Auto Scaling group: its group, its health there, the group's grace
+    period, and whether the group replaces Unhealthy instances."""
     pages = autoscaling.get_paginator("describe_auto_scaling_groups").paginate()
     return {
         i["InstanceId"]: Member(
-            g["AutoScalingGroupName"], i["HealthStatus"], int(g.get("HealthCheckGracePeriod", 0))
+            g["AutoScalingGroupName"],
+            i["HealthStatus"],
+            int(g.get("HealthCheckGracePeriod", 0)),
+            "ReplaceUnhealthy" not in {p["ProcessName"] for p in g.get("SuspendedProcesses", [])},
         )
         for page in pages
         for g in page["AutoScalingGroups"]
         for i in g["Instances"]
     }
+
+
+def replaced_as_unhealthy(instance: dict[str, Any], member: Member) -> bool:
+    """Whether the group replaces the instance now: marked Unhealthy, past the grace period,
+    and the group's ReplaceUnhealthy process not suspended."""
+    unhealthy = member.health == "Unhealthy" and member.replaces_unhealthy
+    return unhealthy and past_grace(instance, member)
 
 
 def past_grace(instance: dict[str, Any], member: Member) -> bool:
