@@ -30,8 +30,10 @@ from gpufleet.lab.topology import LabPaths
 pytestmark = pytest.mark.lab_after_scenarios
 BROKEN_OLLAMA = "/etc/systemd/system/ollama.service.d/zz-rollout-test-broken.conf"
 DERIVED = re.compile(r"^lab derive-image: image (ami-[0-9a-f]+) ")
-# The lab's replacements serve within 15 s of launch; the broken one is given 20, less than
-# the lab group's grace period (30 s), after which the group would replace it by itself.
+# The lab's replacements serve within 15 s of launch; the broken one is given 20. The lab
+# group's grace period (30 s) may end while it is taken back: the LB membership service marks
+# it Unhealthy then, and only the group's suspended ReplaceUnhealthy keeps another from being
+# launched in its place.
 BROKEN_SERVING_TIMEOUT = 20
 
 
@@ -167,6 +169,10 @@ def test_an_image_whose_ollama_cannot_start_stops_at_the_canary_and_the_old_host
     assert "none left running" in run["output"], run["output"][-3000:]
     assert run["load"]["failed"] == 0 and run["load"]["truncated"] == 0, run["problems"][:5]
     assert group_images(lab) == serving
+    (group,) = ec2_client(lab, "autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[drill.GROUP]
+    )["AutoScalingGroups"]
+    assert group["SuspendedProcesses"] == [] and group["DesiredCapacity"] == len(serving), group
     versions = ec2_client(lab).describe_launch_template_versions(LaunchTemplateName=drill.GROUP)[
         "LaunchTemplateVersions"
     ]

@@ -175,7 +175,8 @@ def test_the_ami_rollout_is_allowed_capacitys_calls_and_those_it_replaces_instan
     )
 
     # Its own module, and the amazon.aws ones: the group's instances and their images, and a
-    # termination in the group (autoscaling_instance reads its instances first).
+    # termination in the group (autoscaling_instance reads its instances first); the groups'
+    # replacement of Unhealthy instances held while a stopped batch is taken back.
     found = calls_of("autoscaling", "plugins/modules/group_capacity.py") | calls_in(
         *map(source, (autoscaling_group_info, autoscaling_instance, ec2_instance_info, autoscaling))
     )
@@ -185,6 +186,8 @@ def test_the_ami_rollout_is_allowed_capacitys_calls_and_those_it_replaces_instan
         "autoscaling:DescribeLifecycleHooks",
         "autoscaling:SetDesiredCapacity",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
+        "autoscaling:SuspendProcesses",
+        "autoscaling:ResumeProcesses",
     }
     assert rollout <= found, rollout - found
     assert allowed("ami-rollout-policy.json") == allowed("capacity-policy.json") | rollout
