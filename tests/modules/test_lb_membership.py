@@ -106,6 +106,16 @@ def launch(lb, address: str, model: str, pool: str, env: str = "prod", alias: st
     )["Instances"][0]["InstanceId"]
 
 
+def weights(lb) -> dict[tuple[str, str], int]:
+    """Each filled slot's weight (srv_uweight), by backend and address."""
+    rows = membership.haproxy_runtime.command(str(lb["admin"]), "show servers state")
+    return {
+        (fields[1], fields[4]): int(fields[7])
+        for fields in (row.split() for row in rows.splitlines())
+        if len(fields) > 7 and fields[3].startswith("gpufleet-slot") and fields[4] != "0.0.0.0"
+    }
+
+
 def slots(lb) -> dict[str, set[str]]:
     """Each backend's filled slots' addresses."""
     found: dict[str, set[str]] = {}
@@ -135,6 +145,8 @@ def test_launched_instances_take_slots_in_their_backends_once(lb, capsys):
         BE_LLAMA: {"10.42.0.22"},
     }
     assert f"{BE_QWEN}/gpufleet-slot1: {qwen} at 10.42.0.21 joins" in lines
+    # No request until the instance's fleet agent answers and gives the slot its weight.
+    assert set(weights(lb).values()) == {0}, weights(lb)
     assert sync(lb, capsys) == (0, [])
 
 

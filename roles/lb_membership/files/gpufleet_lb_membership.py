@@ -7,7 +7,8 @@ EC2 API with the host's instance role; each belongs in the default backend and i
 backends of the names its pool serves (its models and alias), by the same rule the LB's
 config is written by (fleet_backends). An instance no
 server of such a backend has yet takes a free `server-template` slot there (address set,
-state ready: it takes traffic once its fleet agent's check says so); a slot whose instance
+weight 0, state ready: it takes traffic once its fleet agent's check gives it a weight); a
+slot whose instance
 is no longer listed is put in maintenance and emptied. Servers the configuration names
 (the inventory's hosts at the last loadbalancer.yml) are left to it.
 
@@ -107,8 +108,13 @@ class Change:
     def commands(self, port: int) -> list[str]:
         where = f"{self.server.backend}/{self.server.name}"
         if self.action == "join":
+            # A server leaving maintenance is UP at once, before its fleet agent is asked. At
+            # weight 0 it takes no request until the agent's first answer sets its weight (a
+            # percentage of the configured one) or puts it in maintenance where the instance
+            # does not serve the backend's model: no request reaches a host without it.
             return [
                 f"set server {where} addr {self.address} port {port}",
+                f"set weight {where} 0",
                 f"set server {where} state ready",
             ]
         return [f"set server {where} state maint", f"set server {where} addr {EMPTY} port {port}"]
