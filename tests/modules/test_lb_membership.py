@@ -112,7 +112,9 @@ def weights(lb) -> dict[tuple[str, str], int]:
     return {
         (fields[1], fields[4]): int(fields[7])
         for fields in (row.split() for row in rows.splitlines())
-        if len(fields) > 7 and fields[3].startswith("gpufleet-slot") and fields[4] != "0.0.0.0"
+        if len(fields) > 7
+        and fields[3].startswith(membership.SLOT_PREFIX)
+        and fields[4] != membership.EMPTY
     }
 
 
