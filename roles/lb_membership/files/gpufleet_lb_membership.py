@@ -5,12 +5,11 @@ Runs as a service on each LB host, one pass every few seconds (--every). The run
 instances of the LB's environment (tags gpufleet:role=gpu, gpufleet:env) are read from the
 EC2 API with the host's instance role; each belongs in the default backend and in the
 backends of the names its pool serves (its models and alias), by the same rule the LB's
-config is written by (fleet_backends). An instance no
-server of such a backend has yet takes a free `server-template` slot there (address set,
-weight 0, state ready: it takes traffic once its fleet agent's check gives it a weight); a
-slot whose instance
-is no longer listed is put in maintenance and emptied. Servers the configuration names
-(the inventory's hosts at the last loadbalancer.yml) are left to it.
+config is written by (fleet_backends). An instance no server of such a backend has yet
+takes a free `server-template` slot there (address set, weight 0, state ready: it takes
+traffic once its fleet agent's check gives it a weight); a slot whose instance is no longer
+listed is put in maintenance and emptied. Servers the configuration names (the inventory's
+hosts at the last loadbalancer.yml) are left to it.
 
 An instance of an Auto Scaling group whose servers in the default backend have all been DOWN
 (Ollama not answering its checks) for unhealthy_after seconds or more, as HAProxy's own
