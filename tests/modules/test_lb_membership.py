@@ -24,6 +24,7 @@ STATIC = "10.42.0.10"
 repo_scripts.load("plugins/module_utils/haproxy_runtime.py", "gpufleet_haproxy_runtime")
 repo_scripts.load("plugins/module_utils/fleet_backends.py", "gpufleet_fleet_backends")
 repo_scripts.load("plugins/module_utils/spot_fallback.py", "gpufleet_spot_fallback")
+repo_scripts.load("plugins/module_utils/fleet_instances.py", "gpufleet_fleet_instances")
 membership = repo_scripts.load("roles/lb_membership/files/gpufleet_lb_membership.py")
 
 

@@ -48,20 +48,13 @@ import gpufleet_haproxy_runtime as haproxy_runtime
 import gpufleet_spot_fallback as spot_fallback
 from botocore.exceptions import BotoCoreError, ClientError
 from gpufleet_fleet_backends import fleet_backends
+from gpufleet_fleet_instances import TAGS, Member, group_members, pool_groups, running
 
 CONFIG = Path("/etc/gpufleet/lb-membership.json")
 # An empty slot's address, as the haproxy role's server-template starts it.
 EMPTY = "0.0.0.0"  # noqa: S104
 # The haproxy role's server-template names its slots gpufleet-slot1, gpufleet-slot2, ...
 SLOT_PREFIX = "gpufleet-slot"
-TAGS = {
-    "role": "gpufleet:role",
-    "env": "gpufleet:env",
-    "pool": "gpufleet:pool",
-    "model": "gpufleet:model",
-    "alias": "gpufleet:alias",
-    "group": "aws:autoscaling:groupName",
-}
 # A GPU host without a pool tag is in this pool, as the inventory's fleet filters read it.
 DEFAULT_POOL = "default"
 REQUIRED = ("region", "env", "socket", "default_backend", "port")
@@ -123,17 +116,6 @@ class Change:
         if self.action == "join":
             return f"{where}: {self.instance_id} at {self.address} joins"
         return f"{where}: {self.server.address} left the fleet, slot emptied"
-
-
-def running(ec2: Any, role: str, env: str) -> list[dict[str, Any]]:
-    """The environment's running instances of a gpufleet role, as EC2 describes them."""
-    filters = [
-        {"Name": f"tag:{TAGS['role']}", "Values": [role]},
-        {"Name": f"tag:{TAGS['env']}", "Values": [env]},
-        {"Name": "instance-state-name", "Values": ["running"]},
-    ]
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
 def running_gpu_instances(ec2: Any, env: str) -> list[Instance]:
@@ -250,53 +232,6 @@ def unhealthy(
             down_for = min(min(int(r.get("lastchg") or 0) for r in own), int(instance.age))
             if down_for >= after:
                 found.append((instance, down_for))
-    return found
-
-
-@dataclass(frozen=True)
-class Member:
-    """A pool group's instance, as EC2 describes it."""
-
-    instance_id: str
-    address: str
-    lifecycle: str
-    launched: str
-    tags: dict[str, str]
-
-
-def pool_groups(autoscaling: Any, env: str) -> list[dict[str, Any]]:
-    """The environment's pool groups that capacity.yml keeps (they carry the pool's base)."""
-    pages = autoscaling.get_paginator("describe_auto_scaling_groups").paginate()
-    found = []
-    for page in pages:
-        for group in page["AutoScalingGroups"]:
-            tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
-            if tags.get(TAGS["env"]) == env and spot_fallback.BASE_TAG in tags:
-                found.append(group | {"tags": tags})
-    return found
-
-
-def group_members(ec2: Any, groups: list[dict[str, Any]]) -> dict[str, Member]:
-    """The groups' instances that are not on their way out, by id."""
-    ids = [
-        i["InstanceId"]
-        for g in groups
-        for i in g["Instances"]
-        if not i["LifecycleState"].startswith(("Terminat", "Detach"))
-    ]
-    found: dict[str, Member] = {}
-    if not ids:
-        return found
-    for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
-        for reservation in page["Reservations"]:
-            for i in reservation["Instances"]:
-                found[i["InstanceId"]] = Member(
-                    i["InstanceId"],
-                    i.get("PrivateIpAddress", ""),
-                    i.get("InstanceLifecycle", "on-demand"),
-                    str(i.get("LaunchTime", "")),
-                    {t["Key"]: t["Value"] for t in i.get("Tags", [])},
-                )
     return found
 
 
@@ -436,7 +371,7 @@ def fallback_steps(
     """Each pool group's next spot fallback steps. A group giving a stand-in back does only
     that until it is done; one short of spot for spot_fallback_after seconds gets stand-ins;
     one whose spot all serves gives one back."""
-    groups = pool_groups(aws["autoscaling"], config["env"])
+    groups = pool_groups(aws["autoscaling"], config["env"], spot_fallback.BASE_TAG)
     members = group_members(aws["ec2"], groups)
     serving = serving_addresses(rows, config["default_backend"], config["port"])
     lbs: list[str] | None = None
