@@ -1,9 +1,11 @@
-"""HAProxy's runtime API over its Unix socket, for gpufleet's modules.
+"""HAProxy's runtime API over its Unix socket (or a TCP one), for gpufleet's modules.
 
 One command per connection, as in `echo "show map" | socat stdio UNIX:/run/haproxy/admin.sock`:
-HAProxy answers and closes. community.general.haproxy covers server states and weights;
-maps, statistics and stick tables are not among its commands, so gpufleet's haproxy_map and
-haproxy_stat modules speak to the socket through this.
+HAProxy answers and closes. A socket is a path, or ADDRESS:PORT for a TCP `stats socket` (the
+haproxy role's read-only one, which the scaler reads every LB's statistics from).
+community.general.haproxy covers server states and weights; maps, statistics and stick tables
+are not among its commands, so gpufleet's haproxy_map and haproxy_stat modules speak to the
+socket through this.
 """
 
 from __future__ import annotations
@@ -33,12 +35,25 @@ class RuntimeApiError(Exception):
     """A failure with a message that names the socket and the command."""
 
 
+def connect(socket_path: str, timeout: float) -> socket.socket:
+    """A connection to a Unix socket's path, or to ADDRESS:PORT over TCP."""
+    host, _colon, port = socket_path.rpartition(":")
+    if host and port.isdigit() and "/" not in socket_path:
+        return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(timeout)
+    try:
+        connection.connect(socket_path)
+    except OSError:
+        connection.close()
+        raise
+    return connection
+
+
 def command(socket_path: str, line: str, timeout: float = 10.0) -> str:
     """Send one command and return HAProxy's whole answer."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.settimeout(timeout)
-            connection.connect(socket_path)
+        with connect(socket_path, timeout) as connection:
             connection.sendall(line.encode() + b"\n")
             chunks = []
             while chunk := connection.recv(65536):
