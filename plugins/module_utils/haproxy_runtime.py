@@ -99,6 +99,18 @@ def stat_rows(socket_path: str, types: list[str]) -> list[dict[str, str]]:
     return parse_stat(command(socket_path, f"show stat -1 {mask} -1"))
 
 
+def server_addresses(socket_path: str) -> dict[tuple[str, str], str]:
+    """(backend, server) -> the server's address, from `show servers state` rows (be_id
+    be_name srv_id srv_name srv_addr ...): also at level user, where `show stat` leaves
+    the addresses out."""
+    rows = command(socket_path, "show servers state").splitlines()
+    return {
+        (fields[1], fields[3]): fields[4]
+        for fields in (row.split() for row in rows)
+        if len(fields) > 4 and not fields[0].startswith("#")
+    }
+
+
 def table_entries(socket_path: str, table: str) -> dict[str, dict[str, str]]:
     """`show table NAME`, parsed."""
     return parse_table(command(socket_path, f"show table {table}"))

@@ -154,13 +154,10 @@ def wanted_members(instances: list[Instance], default_backend: str) -> dict[str,
 
 
 def servers_state(socket_path: str) -> list[Server]:
-    """Every server of every backend: `show servers state` rows (be_id be_name srv_id
-    srv_name srv_addr ...)."""
-    rows = haproxy_runtime.command(socket_path, "show servers state").splitlines()
+    """Every server of every backend, with its address."""
     return [
-        Server(fields[1], fields[3], fields[4])
-        for fields in (row.split() for row in rows)
-        if len(fields) > 4 and not fields[0].startswith("#")
+        Server(backend, name, address)
+        for (backend, name), address in haproxy_runtime.server_addresses(socket_path).items()
     ]
 
 
