@@ -7,6 +7,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 import repo_scripts
+from moto_region import aws
 
 from gpufleet.lab.standins import imds as imds_standin
 
@@ -32,6 +33,11 @@ def seen(**fields):
             "spot interruption: terminate at 2026-11-23T02:00:00Z",
         ),
         (seen(rebalance={"noticeTime": "2026-11-23T01:58:00Z"}), "rebalance recommendation"),
+        (
+            seen(drain_tag="scale-in since 2026-12-07T17:00:00Z"),
+            "drain asked by the instance's tag gpufleet:drain (scale-in since",
+        ),
+        (seen(terminating=True), "its Auto Scaling group is terminating it"),
         (seen(ollama_error="connection refused"), "Ollama is unhealthy: connection refused"),
         (seen(models_on_disk={}), f"expected model {LLAMA} is missing"),
     ],
@@ -171,14 +177,59 @@ def test_the_agent_check_reads_agent_send_and_answers_each_backend(tmp_path):
 
 
 @pytest.fixture
-def imds(tmp_path):
+def imds(tmp_path, moto):
+    """The IMDS stand-in on loopback, its instances described by the tests' moto server: the
+    agent's requests come from 127.0.0.1, the address of the instance a test runs there."""
     notices = tmp_path / "notices"
+    instances = imds_standin.Instances(moto, "us-east-1")
     server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), imds_standin.handler(notices, imds_standin.Tokens())
+        ("127.0.0.1", 0), imds_standin.handler(notices, imds_standin.Tokens(), instances)
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield notices, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def instance_at_loopback(moto: str, tags_in_metadata: str) -> str:
+    """A running instance at 127.0.0.1, with instance tags in its metadata or not."""
+    ec2 = aws(moto, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.0.0/24")["Subnet"]["SubnetId"]
+    image = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
+    return ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        PrivateIpAddress="127.0.0.1",
+        MetadataOptions={"HttpTokens": "required", "InstanceMetadataTags": tags_in_metadata},
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "gpufleet:role", "Value": "gpu"}]}
+        ],
+    )["Instances"][0]["InstanceId"]
+
+
+def test_the_scalers_drain_tag_is_read_from_imds_and_can_be_taken_back(imds, moto):
+    _notices, url = imds
+    instance = instance_at_loopback(moto, "enabled")
+    reader = agent.Imds(url)
+    assert reader.text("/latest/meta-data/tags/instance") == "gpufleet:role"
+    assert reader.text(agent.DRAIN_TAG_PATH) is None
+    tag = {"Key": "gpufleet:drain", "Value": "scale-in since 2026-12-07T17:00:00Z"}
+    aws(moto, "ec2").create_tags(Resources=[instance], Tags=[tag])
+    time.sleep(imds_standin.LOOKUP_SECONDS)
+    assert reader.text(agent.DRAIN_TAG_PATH) == tag["Value"]
+    aws(moto, "ec2").delete_tags(Resources=[instance], Tags=[{"Key": "gpufleet:drain"}])
+    time.sleep(imds_standin.LOOKUP_SECONDS)
+    assert reader.text(agent.DRAIN_TAG_PATH) is None
+    # An instance in no Auto Scaling group has no target lifecycle state.
+    assert reader.text(agent.LIFECYCLE_PATH) is None
+
+
+def test_tags_are_not_in_the_metadata_unless_the_instance_allows_it(imds, moto):
+    _notices, url = imds
+    instance_at_loopback(moto, "disabled")
+    assert agent.Imds(url).text("/latest/meta-data/tags/instance") is None
 
 
 def test_imds_has_no_notice_until_one_is_given_then_keeps_it(imds):
@@ -200,3 +251,31 @@ def test_an_expired_token_is_replaced(imds):
     imds_standin.give_notice(notices, "127.0.0.1", "rebalance")
     assert "noticeTime" in reader.notice(agent.REBALANCE_PATH)
     assert reader.token not in (stale, "")
+
+
+def test_a_group_instance_is_in_service_until_its_group_terminates_it(moto):
+    ec2, autoscaling = aws(moto, "ec2"), aws(moto, "autoscaling")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.0.0/24")["Subnet"]["SubnetId"]
+    image = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
+    ec2.create_launch_template(
+        LaunchTemplateName="gpufleet-prod-chat", LaunchTemplateData={"ImageId": image}
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="gpufleet-prod-chat",
+        LaunchTemplate={"LaunchTemplateName": "gpufleet-prod-chat"},
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=1,
+        VPCZoneIdentifier=subnet,
+    )
+    [member] = autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"]
+    reservations = ec2.describe_instances(InstanceIds=[member["InstanceId"]])["Reservations"]
+    address = reservations[0]["Instances"][0]["PrivateIpAddress"]
+    instances = imds_standin.Instances(moto, "us-east-1")
+    assert imds_standin.metadata(instances, address, imds_standin.LIFECYCLE_PATH) == "InService"
+    assert imds_standin.metadata(instances, "10.9.0.250", imds_standin.LIFECYCLE_PATH) is None
+    # moto's groups never hold an instance in a lifecycle hook: as the API would describe it.
+    held = {"tags": None, "lifecycle": "Terminating:Wait"}
+    instances.seen[address] = (time.monotonic(), held)
+    assert imds_standin.metadata(instances, address, imds_standin.LIFECYCLE_PATH) == "Terminated"

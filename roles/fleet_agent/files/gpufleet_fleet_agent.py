@@ -8,14 +8,18 @@ JSON over HTTP for playbooks. Every interval it looks at:
   this host serves, one per line), which playbooks write; a change to either is seen within
   a quarter of a second, not at the next interval (a pool alias is one of the models: an
   Ollama copy of the model the host serves);
-- EC2's instance metadata (IMDSv2, a token first) for a spot interruption notice or a
-  rebalance recommendation, every --imds-interval seconds;
+- EC2's instance metadata (IMDSv2, a token first), every --imds-interval seconds: a spot
+  interruption notice, a rebalance recommendation, the instance's tag gpufleet:drain (the
+  scaler's scale-in sets it; instance tags are in the metadata where the launch template
+  allows it, as gpufleet's do) and its Auto Scaling target lifecycle state (Terminated
+  while its group terminates it, held in a termination lifecycle hook);
 - Ollama's /api/version (is it up), /api/tags (are the expected models on disk) and
   /api/ps (are they loaded).
 
-Any of the first four says `drain`: HAProxy sends the host no new requests and lets its
-streams finish. Otherwise the host is ready, at full weight when its expected models are
-loaded and at --cold-weight percent while they are not, so a cold host gets fewer requests.
+Any of these but Ollama's loaded models says `drain`: HAProxy sends the host no new requests
+and lets its streams finish. Otherwise the host is ready, at full weight when its expected
+models are loaded and at --cold-weight percent while they are not, so a cold host gets fewer
+requests.
 
 HAProxy cancels a drain set through its runtime API when an agent says `ready`, so the agent
 says `ready` only for --ready-window seconds after it starts or after its own drain ends,
@@ -53,6 +57,9 @@ from gpufleet_model_names import full_name
 IMDS_TOKEN_TTL = 21600
 SPOT_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+# The scaler's drain, an instance tag, and the group's intent for the instance.
+DRAIN_TAG_PATH = "/latest/meta-data/tags/instance/gpufleet:drain"
+LIFECYCLE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
 HTTP_TIMEOUT = 2.0
 # HAProxy writes agent-send as soon as it connects; a check without it has nothing to read.
 AGENT_SEND_WAIT = 0.5
@@ -75,6 +82,8 @@ class Observation:
     flag: bool = False
     spot_action: dict | None = None
     rebalance: dict | None = None
+    drain_tag: str | None = None
+    terminating: bool = False
     ollama_error: str = ""
     # name -> manifest digest; a copy (an alias) has its model's digest, and Ollama loads
     # the model once for both names.
@@ -91,6 +100,10 @@ def decide(seen: Observation, expected: list[str], cold_weight: int) -> Verdict:
         reasons.append(f"spot interruption: {action.get('action')} at {action.get('time')}")
     if seen.rebalance is not None:
         reasons.append(f"rebalance recommendation at {seen.rebalance.get('noticeTime')}")
+    if seen.drain_tag is not None:
+        reasons.append(f"drain asked by the instance's tag gpufleet:drain ({seen.drain_tag})")
+    if seen.terminating:
+        reasons.append("its Auto Scaling group is terminating it (target lifecycle state)")
     if seen.ollama_error:
         reasons.append(f"Ollama is unhealthy: {seen.ollama_error}")
     else:
@@ -138,11 +151,16 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-def http_json(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> object:
-    """JSON from an http URL; the URLs come from the unit's own arguments."""
+def http_text(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> str:
+    """The body at an http URL; the URLs come from the unit's own arguments."""
     request = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-        return json.loads(response.read() or b"null")
+        return response.read().decode()
+
+
+def http_json(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> object:
+    """JSON from an http URL."""
+    return json.loads(http_text(url, method, headers) or "null")
 
 
 def model_digests(listing: object) -> dict[str, str]:
@@ -185,12 +203,12 @@ class Imds:
             self.token_expires = time.monotonic() + IMDS_TOKEN_TTL - 60
         return self.token
 
-    def notice(self, path: str) -> dict | None:
-        """The JSON document at path, or None while IMDS answers 404 (no notice). A token
-        IMDS no longer takes (401) is replaced once."""
+    def text(self, path: str) -> str | None:
+        """The text at path, or None while IMDS answers 404 (nothing there). A token IMDS no
+        longer takes (401) is replaced once."""
         for attempt in (1, 2):
             try:
-                found = http_json(
+                return http_text(
                     self.base_url + path, headers={"X-aws-ec2-metadata-token": self._token()}
                 )
             except urllib.error.HTTPError as exc:
@@ -200,8 +218,15 @@ class Imds:
                     self.token_expires = 0.0
                     continue
                 raise
-            return found if isinstance(found, dict) else {"notice": found}
         return None
+
+    def notice(self, path: str) -> dict | None:
+        """The JSON document at path, or None while there is none."""
+        text = self.text(path)
+        if text is None:
+            return None
+        found = json.loads(text or "null")
+        return found if isinstance(found, dict) else {"notice": found}
 
 
 class Agent:
@@ -215,6 +240,8 @@ class Agent:
         self.ready_until = time.monotonic() + args.ready_window
         self.spot_action: dict | None = None
         self.rebalance: dict | None = None
+        self.drain_tag: str | None = None
+        self.terminating = False
         self.imds_error = ""
         self.next_imds = 0.0
         self.expected: list[str] = []
@@ -227,6 +254,9 @@ class Agent:
             # A notice, once given, stands: the instance is going away.
             self.spot_action = self.spot_action or self.imds.notice(SPOT_ACTION_PATH)
             self.rebalance = self.rebalance or self.imds.notice(REBALANCE_PATH)
+            # The scaler may take its drain back (a scale-in given up): read at every poll.
+            self.drain_tag = self.imds.text(DRAIN_TAG_PATH)
+            self.terminating = self.terminating or self.imds.text(LIFECYCLE_PATH) == "Terminated"
             error = ""
         except (OSError, ValueError) as exc:
             error = f"instance metadata unreadable: {exc}"
@@ -241,6 +271,8 @@ class Agent:
             flag=self.args.flag.exists(),
             spot_action=self.spot_action,
             rebalance=self.rebalance,
+            drain_tag=self.drain_tag,
+            terminating=self.terminating,
         )
         look_at_ollama(self.args.ollama, seen)
         if expected != self.expected:
@@ -274,6 +306,8 @@ class Agent:
                 "maintenance_flag": str(self.args.flag),
                 "spot_action": self.spot_action,
                 "rebalance": self.rebalance,
+                "drain_tag": self.drain_tag,
+                "terminating": self.terminating,
                 "imds_error": self.imds_error,
                 "expected_models": self.expected,
             }

@@ -158,7 +158,7 @@ def _run_instance(ec2: Any, host: LabHost, subnet_id: str, image_id: str) -> Non
         "MaxCount": 1,
         "SubnetId": subnet_id,
         "PrivateIpAddress": host.address,
-        "MetadataOptions": {"HttpTokens": "required"},
+        "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
         "TagSpecifications": [
             {
                 "ResourceType": "instance",

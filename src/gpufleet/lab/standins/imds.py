@@ -13,8 +13,18 @@ which tells hosts apart by their source address, as each instance has its own IM
 - GET /latest/meta-data/spot/instance-action: {"action": "terminate", "time": ...} once a
   spot interruption is noticed, 404 before; .../events/recommendations/rebalance:
   {"noticeTime": ...} likewise. `gpufleet lab spot-notice HOST` gives a host either.
+- GET /latest/meta-data/tags/instance: the instance's tag keys, one per line, and
+  .../tags/instance/KEY its value (404 for a key it lacks), read from the lab's EC2 API,
+  only where the instance's metadata options enable tags (InstanceMetadataTags), else 404.
+- GET /latest/meta-data/autoscaling/target-lifecycle-state: InService, or Terminated once
+  its Auto Scaling group is terminating it (a lifecycle state Terminating...), from the
+  lab's Auto Scaling API; 404 for an instance in no group.
 
-    python -m gpufleet.lab.standins.imds --listen 10.77.0.1:PORT --notices DIR
+The instance is looked up by its private address (the request's source) at most once a
+second.
+
+    python -m gpufleet.lab.standins.imds --listen 10.77.0.1:PORT --notices DIR \
+        --ec2 http://127.0.0.1:PORT --region REGION
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+from gpufleet.lab.ec2 import CREDENTIALS, endpoint
 from gpufleet.lab.system import (
     free_port,
     python_module,
@@ -50,6 +62,10 @@ NOTICE_PATHS = {
     "/latest/meta-data/events/recommendations/rebalance": "rebalance",
 }
 LOCAL_IPV4_PATH = "/latest/meta-data/local-ipv4"
+TAGS_PATH = "/latest/meta-data/tags/instance"
+LIFECYCLE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
+# Seconds an instance's description is reused: agents ask every second.
+LOOKUP_SECONDS = 1.0
 # A spot interruption notice comes two minutes before the instance is stopped.
 SPOT_WARNING = timedelta(minutes=2)
 
@@ -82,7 +98,73 @@ class Tokens:
             return token is not None and self.expiry.get(token, 0.0) > time.monotonic()
 
 
-def handler(notices: Path, tokens: Tokens) -> type[BaseHTTPRequestHandler]:
+class Instances:
+    """Each lab instance's tags and group lifecycle, by private address, from the lab's EC2
+    and Auto Scaling APIs, looked up at most once every LOOKUP_SECONDS."""
+
+    def __init__(self, ec2_url: str, region: str) -> None:
+        self.ec2_url, self.region = ec2_url, region
+        self.lock = threading.Lock()
+        self.seen: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self.clients:
+            import boto3
+
+            self.clients[service] = boto3.session.Session(
+                **CREDENTIALS, region_name=self.region
+            ).client(service, endpoint_url=self.ec2_url)
+        return self.clients[service]
+
+    def describe(self, address: str) -> dict[str, Any]:
+        """{"tags": {...} or None where tags are not in the metadata, "lifecycle": the group
+        lifecycle state or ""}; {} for no running instance at that address."""
+        with self.lock:
+            when, found = self.seen.get(address, (0.0, {}))
+            if time.monotonic() - when < LOOKUP_SECONDS:
+                return found
+            found = self.look_up(address)
+            self.seen[address] = (time.monotonic(), found)
+            return found
+
+    def look_up(self, address: str) -> dict[str, Any]:
+        filters = [
+            {"Name": "private-ip-address", "Values": [address]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+        pages = self.client("ec2").describe_instances(Filters=filters)["Reservations"]
+        instances = [i for r in pages for i in r["Instances"]]
+        if not instances:
+            return {}
+        instance = instances[0]
+        enabled = instance.get("MetadataOptions", {}).get("InstanceMetadataTags") == "enabled"
+        groups = self.client("autoscaling").describe_auto_scaling_instances(
+            InstanceIds=[instance["InstanceId"]]
+        )["AutoScalingInstances"]
+        return {
+            "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", [])} if enabled else None,
+            "lifecycle": groups[0]["LifecycleState"] if groups else "",
+        }
+
+
+def metadata(instances: Instances, address: str, path: str) -> str | None:
+    """The answer to a tags or lifecycle path for the instance at address; None: 404."""
+    found = instances.describe(address)
+    if path == LIFECYCLE_PATH:
+        lifecycle = found.get("lifecycle", "")
+        if not lifecycle:
+            return None
+        return "Terminated" if lifecycle.startswith("Terminat") else "InService"
+    tags = found.get("tags")
+    if tags is None:
+        return None
+    if path == TAGS_PATH:
+        return "\n".join(sorted(tags))
+    return tags.get(path.removeprefix(TAGS_PATH + "/"))
+
+
+def handler(notices: Path, tokens: Tokens, instances: Instances) -> type[BaseHTTPRequestHandler]:
     class Imds(BaseHTTPRequestHandler):
         def reply(self, status: int, body: str = "") -> None:
             data = body.encode()
@@ -111,6 +193,13 @@ def handler(notices: Path, tokens: Tokens) -> type[BaseHTTPRequestHandler]:
                 return
             if self.path == LOCAL_IPV4_PATH:
                 self.reply(200, self.client_address[0])
+                return
+            if self.path == LIFECYCLE_PATH or self.path.startswith(TAGS_PATH):
+                answer = metadata(instances, self.client_address[0], self.path)
+                if answer is None:
+                    self.reply(404)
+                else:
+                    self.reply(200, answer)
                 return
             kind = NOTICE_PATHS.get(self.path)
             found = notice_path(notices, self.client_address[0], kind) if kind else None
@@ -148,6 +237,10 @@ def start(paths: LabPaths, topology: LabTopology) -> int:
         f"{topology.gateway}:{port}",
         "--notices",
         str(paths.imds_dir / "notices"),
+        "--ec2",
+        endpoint(topology.ec2_port),
+        "--region",
+        topology.region,
     )
     start_daemon(
         argv,
@@ -171,9 +264,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the lab's stand-in of EC2's IMDSv2")
     parser.add_argument("--listen", required=True, help="ADDRESS:PORT")
     parser.add_argument("--notices", type=Path, required=True)
+    parser.add_argument("--ec2", required=True, help="the lab's EC2 API endpoint")
+    parser.add_argument("--region", required=True)
     args = parser.parse_args()
     host, _colon, port = args.listen.rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), handler(args.notices, Tokens()))
+    instances = Instances(args.ec2, args.region)
+    server = ThreadingHTTPServer((host, int(port)), handler(args.notices, Tokens(), instances))
     server.daemon_threads = True
     server.serve_forever()
 
