@@ -127,3 +127,22 @@ def test_refuses_a_desired_capacity_outside_the_group_naming_it(moto, pool_netwo
     assert described(moto)[0]["DesiredCapacity"] == 1
     missing = run_module("gpufleet.fleet.group_capacity", {**sizes(moto), "name": "nope"})
     assert missing["msg"] == "group_capacity: the Auto Scaling group nope does not exist"
+
+
+def test_instances_launch_with_their_templates_metadata_options(moto, pool_network):
+    """The lab's groups as EC2's: the scaler's drain tag reaches an agent through the
+    instance metadata only where the template allows tags there, as capacity.yml's do."""
+    ec2 = aws(moto, "ec2")
+    options = {"HttpTokens": "required", "InstanceMetadataTags": "enabled"}
+    ec2.create_launch_template_version(
+        LaunchTemplateName="gpufleet-lab-chat",
+        SourceVersion="1",
+        LaunchTemplateData={"MetadataOptions": options},
+    )
+    run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
+    ids = [i["InstanceId"] for i in described(moto)[0]["Instances"]]
+    reservations = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    launched = [i["MetadataOptions"] for r in reservations for i in r["Instances"]]
+    assert launched and all(
+        (o["HttpTokens"], o["InstanceMetadataTags"]) == ("required", "enabled") for o in launched
+    ), launched

@@ -7,6 +7,8 @@ Installed into the lab's EC2 API process (`gpufleet.lab.ec2`) before it serves:
 - instances are spread over the group's subnets, fewest first; moto puts all in the first;
 - an update's mixed instances policy keeps what it omits, as EC2's does; moto replaces the
   policy with what the update names;
+- an instance launched from a launch template has the template's metadata options (IMDSv2,
+  tags in the instance metadata); moto gives it its defaults;
 - a group is sized to its desired capacity, whatever the split's rounding (moto's rounding
   can leave a mixed group short), and one below it tries again every RETRY_SECONDS, as
   EC2's does; moto launches only when a call changes the group;
@@ -81,9 +83,12 @@ def _launch(group: Any, count: int, tags: dict[str, str], ec2_dir: Path) -> None
     else:
         lifecycles += ["spot"] * spot
     backend = group.autoscaling_backend.ec2_backend
-    template = None
+    template, metadata_options = None, {}
     if group.ec2_launch_template is not None:
         template = {"LaunchTemplateId": group.ec2_launch_template.id}
+        # EC2 launches with the template's metadata options (IMDSv2, tags in the metadata).
+        version = group.ec2_launch_template.get_version(group.launch_template_version)
+        metadata_options = version.data.get("MetadataOptions")
     for lifecycle in lifecycles:
         subnet = _subnet_for(group)
         market = {"MarketType": "spot"} if lifecycle == "spot" else None
@@ -99,6 +104,7 @@ def _launch(group: Any, count: int, tags: dict[str, str], ec2_dir: Path) -> None
             is_instance_type_default=False,
             subnet_id=subnet,
             instance_market_options=market,
+            metadata_options=metadata_options or {},
         )
         _join(group, reservation.instances)
 
