@@ -83,6 +83,16 @@ options:
     description: Seconds after launch before the group acts on an instance's health.
     type: int
     default: 300
+  drain_hook_timeout:
+    description:
+      - Seconds an instance the group terminates by itself (scale-in, rebalancing) is held
+        in the termination lifecycle hook C(gpufleet-drain) so its streams can end; 0 keeps
+        no hook.
+      - The instance's fleet agent drains it on its target lifecycle state; gpufleet-scaler
+        completes the lifecycle action once no LB has a stream on it, and without the scaler
+        the hook's timeout ends the wait (its default result is C(CONTINUE)).
+    type: int
+    default: 0
   tags:
     description:
       - Tags on the group, propagated to the instances it launches. Other tags the group
@@ -106,8 +116,9 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 notes:
   - Needs autoscaling:DescribeAutoScalingGroups, CreateAutoScalingGroup,
-    UpdateAutoScalingGroup, CreateOrUpdateTags and DeleteTags, and to pass the launch
-    template's instance profile (docs/iam/capacity-policy.json).
+    UpdateAutoScalingGroup, CreateOrUpdateTags, DeleteTags, DescribeLifecycleHooks,
+    PutLifecycleHook and DeleteLifecycleHook, and to pass the launch template's instance
+    profile (docs/iam/capacity-policy.json).
 """
 
 EXAMPLES = r"""
@@ -122,6 +133,8 @@ EXAMPLES = r"""
     on_demand_base: 2
     spot_share: 30
     instance_types: [g5.xlarge, g4dn.xlarge]
+    # Streams on an instance the group terminates get up to 5 minutes to end.
+    drain_hook_timeout: 300
     tags:
       gpufleet:role: gpu
       gpufleet:pool: chat
@@ -156,6 +169,9 @@ group:
     spot_share:
       description: Percent of the capacity above the base on spot.
       type: int
+    drain_hook_timeout:
+      description: Seconds the termination lifecycle hook holds an instance; 0, no hook.
+      type: int
   sample:
     name: gpufleet-prod-chat
     min_size: 2
@@ -182,6 +198,10 @@ from ansible_collections.gpufleet.fleet.plugins.module_utils.spot_fallback impor
     base_and_spot_share,
 )
 
+# The termination lifecycle hook the scaler completes (roles/scaler) once no LB has a stream.
+DRAIN_HOOK = "gpufleet-drain"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+
 
 def _view(params: dict[str, Any], desired: int, fallback: int) -> dict[str, Any]:
     """The group's settings as compared and shown: one flat, readable form. The LBs' spot
@@ -200,12 +220,19 @@ def _view(params: dict[str, Any], desired: int, fallback: int) -> dict[str, Any]
         "instance_types": list(params["instance_types"]),
         "capacity_rebalance": params["capacity_rebalance"],
         "health_check_grace_period": params["health_check_grace_period"],
+        "drain_hook_timeout": params["drain_hook_timeout"],
         "tags": {**params["tags"], BASE_TAG: str(params["on_demand_base"])},
     }
 
 
-def current_view(group: dict[str, Any]) -> dict[str, Any]:
-    """An existing group (DescribeAutoScalingGroups) in the compared form."""
+def current_view(group: dict[str, Any], hooks: list[dict[str, Any]]) -> dict[str, Any]:
+    """An existing group (DescribeAutoScalingGroups) and its lifecycle hooks in the compared
+    form."""
+    drain_hook = [
+        h
+        for h in hooks
+        if h["LifecycleHookName"] == DRAIN_HOOK and h["LifecycleTransition"] == TERMINATING
+    ]
     policy = group.get("MixedInstancesPolicy", {})
     template = policy.get("LaunchTemplate", {})
     spec = template.get("LaunchTemplateSpecification", {})
@@ -226,6 +253,7 @@ def current_view(group: dict[str, Any]) -> dict[str, Any]:
         "instance_types": [o["InstanceType"] for o in template.get("Overrides", [])],
         "capacity_rebalance": group.get("CapacityRebalance", False),
         "health_check_grace_period": group.get("HealthCheckGracePeriod", 0),
+        "drain_hook_timeout": drain_hook[0]["HeartbeatTimeout"] if drain_hook else 0,
         "tags": {t["Key"]: t["Value"] for t in group.get("Tags", [])},
     }
 
@@ -301,6 +329,11 @@ def input_problems(params: dict[str, Any]) -> list[str]:
         problems.append(
             f"on_demand_base ({params['on_demand_base']}) must be 0 to max_size ({high})"
         )
+    if params["drain_hook_timeout"] and not 30 <= params["drain_hook_timeout"] <= 7200:
+        problems.append(
+            f"drain_hook_timeout ({params['drain_hook_timeout']}) must be 0 (no hook) or "
+            "30 to 7200 seconds, the heartbeat timeouts EC2 Auto Scaling takes"
+        )
     if not 0 <= params["spot_share"] <= 100:
         problems.append(f"spot_share ({params['spot_share']}) must be a percentage, 0 to 100")
     for key in ("subnets", "instance_types"):
@@ -313,9 +346,31 @@ def apply(client: Any, wanted: dict[str, Any], current: dict[str, Any] | None) -
     settings = group_settings(wanted)
     if current is None:
         client.create_auto_scaling_group(**settings, Tags=tag_list(wanted["name"], wanted["tags"]))
-        return
-    if {k: v for k, v in wanted.items() if k != "tags"} != {
-        k: v for k, v in current.items() if k != "tags"
+    else:
+        update(client, settings, wanted, current)
+    timeout = wanted["drain_hook_timeout"]
+    if timeout != (current or {}).get("drain_hook_timeout", 0):
+        if timeout:
+            client.put_lifecycle_hook(
+                LifecycleHookName=DRAIN_HOOK,
+                AutoScalingGroupName=wanted["name"],
+                LifecycleTransition=TERMINATING,
+                HeartbeatTimeout=timeout,
+                DefaultResult="CONTINUE",
+            )
+        else:
+            client.delete_lifecycle_hook(
+                LifecycleHookName=DRAIN_HOOK, AutoScalingGroupName=wanted["name"]
+            )
+
+
+def update(
+    client: Any, settings: dict[str, Any], wanted: dict[str, Any], current: dict[str, Any]
+) -> None:
+    """An existing group's settings and tags brought to what they should be."""
+    own = ("tags", "drain_hook_timeout")
+    if {k: v for k, v in wanted.items() if k not in own} != {
+        k: v for k, v in current.items() if k not in own
     }:
         client.update_auto_scaling_group(**settings)
     changed_tags = {k: v for k, v in wanted["tags"].items() if current["tags"].get(k) != v}
@@ -351,6 +406,7 @@ def main() -> None:
             "instance_types": {"type": "list", "elements": "str", "required": True},
             "capacity_rebalance": {"type": "bool", "default": True},
             "health_check_grace_period": {"type": "int", "default": 300},
+            "drain_hook_timeout": {"type": "int", "default": 0},
             "tags": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
@@ -363,7 +419,10 @@ def main() -> None:
     try:
         found = client.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
         groups = found["AutoScalingGroups"]
-        current = current_view(groups[0]) if groups else None
+        current = None
+        if groups:
+            hooks = client.describe_lifecycle_hooks(AutoScalingGroupName=name)["LifecycleHooks"]
+            current = current_view(groups[0], hooks)
         wanted = wanted_view(module.params, current)
         changed = wanted != current
         if changed and not module.check_mode:

@@ -113,6 +113,8 @@ def test_each_pool_gets_its_template_and_group_and_a_second_run_changes_nothing(
     assert data["ImageId"] == region["image"]
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    # The agent reads the scaler's drain tag from the instance metadata.
+    assert data["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     tagged = {spec["ResourceType"]: spec["Tags"] for spec in data["TagSpecifications"]}
     assert {"instance", "volume"} <= set(tagged)
@@ -135,6 +137,12 @@ def test_each_pool_gets_its_template_and_group_and_a_second_run_changes_nothing(
     # The registry's llama3.1:8b is small: every NVIDIA type of the sizing table holds it.
     assert [o["InstanceType"] for o in overrides][:2] == ["g4dn.xlarge", "g5.xlarge"]
     assert group["CapacityRebalance"] is True
+    hooks = aws(moto, "autoscaling").describe_lifecycle_hooks(
+        AutoScalingGroupName="gpufleet-lab-chat"
+    )["LifecycleHooks"]
+    assert [(h["LifecycleHookName"], h["HeartbeatTimeout"]) for h in hooks] == [
+        ("gpufleet-drain", 300)
+    ]
     (report,) = (tmp_path / "reports").glob("capacity-*.json")
     assert json.loads(report.read_text())["pools"][0]["group_created"] is True
 
@@ -160,9 +168,9 @@ def test_check_mode_shows_the_diff_and_changes_nothing(moto, registry, tmp_path,
     assert group["MaxSize"] == 4
 
 
-def refused(moto, registry, tmp_path, capacity_pools):
+def refused(moto, registry, tmp_path, capacity_pools, *options):
     """The run's output, after checking it failed and changed nothing."""
-    rc, output = play(moto, registry, tmp_path, capacity_pools)
+    rc, output = play(moto, registry, tmp_path, capacity_pools, *options)
     assert rc != 0 and "Nothing was changed" in output, output[-3000:]
     assert aws(moto, "ec2").describe_launch_templates()["LaunchTemplates"] == []
     assert aws(moto, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
@@ -175,8 +183,11 @@ def test_impossible_sizes_are_refused_at_once_naming_each_pool(moto, registry, t
         registry,
         tmp_path,
         {**pools(region, min=3, max=2), "batch": pools(region, on_demand_base=5)["chat"]},
+        "-e",
+        "capacity_drain_hook_timeout=10",
     )
     assert "capacity_pools.chat.max (2) is below capacity_pools.chat.min (3)" in output
+    assert "capacity_drain_hook_timeout (10) must be 0 (no hook) or 30 to 7200" in output
     assert "capacity_pools.batch.on_demand_base (5) is above capacity_pools.batch.max (4)" in output
 
 

@@ -144,3 +144,36 @@ def test_refuses_an_impossible_group_naming_the_option(moto, pool_network):
     assert "max_size (2) must be at least min_size (3)" in refused["msg"]
     assert "on_demand_base (5)" in refused["msg"]
     assert described(moto) == []
+
+
+def drain_hooks(moto) -> list[tuple[str, str, int, str]]:
+    hooks = aws(moto, "autoscaling").describe_lifecycle_hooks(
+        AutoScalingGroupName="gpufleet-lab-chat"
+    )["LifecycleHooks"]
+    return [
+        (
+            h["LifecycleHookName"],
+            h["LifecycleTransition"],
+            h["HeartbeatTimeout"],
+            h["DefaultResult"],
+        )
+        for h in hooks
+    ]
+
+
+def test_keeps_a_termination_hook_that_holds_instances_while_they_drain(moto, pool_network):
+    hooked = group_args(moto, pool_network, drain_hook_timeout=300)
+    created = run_module("gpufleet.fleet.capacity_group", hooked)
+    assert created["group"]["drain_hook_timeout"] == 300, created
+    assert drain_hooks(moto) == [
+        ("gpufleet-drain", "autoscaling:EC2_INSTANCE_TERMINATING", 300, "CONTINUE")
+    ]
+    assert not run_module("gpufleet.fleet.capacity_group", hooked)["changed"]
+    longer = run_module("gpufleet.fleet.capacity_group", {**hooked, "drain_hook_timeout": 600})
+    assert longer["changed"] and drain_hooks(moto)[0][2] == 600, longer
+    gone = run_module("gpufleet.fleet.capacity_group", group_args(moto, pool_network))
+    assert gone["changed"] and drain_hooks(moto) == [], gone
+    refused = run_module(
+        "gpufleet.fleet.capacity_group", group_args(moto, pool_network, drain_hook_timeout=10)
+    )
+    assert "drain_hook_timeout (10) must be 0 (no hook) or 30 to 7200 seconds" in refused["msg"]

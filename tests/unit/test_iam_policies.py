@@ -149,12 +149,21 @@ def test_capacity_is_allowed_its_calls_and_nothing_to_delete():
     policy = allowed("capacity-policy.json")
     assert needed - policy == set()
     assert policy - needed == {"iam:CreateServiceLinkedRole"}
-    assert not any("Delete" in a and a != "autoscaling:DeleteTags" for a in policy)
+    # Deletes only its own: tags on the groups and the groups' drain hook.
+    own = {"autoscaling:DeleteTags", "autoscaling:DeleteLifecycleHook"}
+    assert {a for a in policy if "Delete" in a} == own
+
+
+def program_calls(*sources: str) -> set[str]:
+    """The EC2 and Auto Scaling calls of an LB host's program and the files installed beside it."""
+    return {call for s in sources for call in calls_of("ec2", s) | calls_of("autoscaling", s)}
 
 
 def test_the_lb_membership_service_lists_marks_health_and_keeps_the_spot_fallback_only():
-    program = "roles/lb_membership/files/gpufleet_lb_membership.py"
-    calls = calls_of("ec2", program) | calls_of("autoscaling", program)
+    calls = program_calls(
+        "roles/lb_membership/files/gpufleet_lb_membership.py",
+        "plugins/module_utils/fleet_instances.py",
+    )
     assert calls == {
         "ec2:DescribeInstances",
         "ec2:CreateTags",
@@ -164,6 +173,31 @@ def test_the_lb_membership_service_lists_marks_health_and_keeps_the_spot_fallbac
         "autoscaling:TerminateInstanceInAutoScalingGroup",
     }
     assert allowed("lb-membership-policy.json") == calls
+
+
+def test_the_scaler_sizes_groups_drains_through_one_tag_and_ends_termination_waits():
+    calls = program_calls(
+        "roles/scaler/files/gpufleet_scaler.py", "plugins/module_utils/fleet_instances.py"
+    )
+    # The scan reads names: the program's one delete_tags is EC2's (the drain tag taken back).
+    calls -= {"autoscaling:DeleteTags"}
+    assert calls == {
+        "ec2:DescribeInstances",
+        "ec2:CreateTags",
+        "ec2:DeleteTags",
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:DescribeLifecycleHooks",
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+        "autoscaling:CompleteLifecycleAction",
+    }
+    assert allowed("scaler-policy.json") == calls
+    tagging = next(
+        s
+        for s in json.loads((IAM / "scaler-policy.json").read_text())["Statement"]
+        if "ec2:DeleteTags" in s["Action"]
+    )
+    assert tagging["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == ["gpufleet:drain"]
 
 
 def test_the_ami_rollout_is_allowed_capacitys_calls_and_those_it_replaces_instances_with():
