@@ -49,6 +49,9 @@ def test_the_lb_frontend_takes_clients_and_its_exporter_only_monitoring(fleet):
     assert reach_from("gpu-2", lb, 11434) == "open"
     assert reach_from("gpu-2", lb, 8405) == "timeout"
     assert reach_from_controller(lb, 8405) == "open"
+    # The read-only runtime API: monitoring and the LBs (the scaler), no other host.
+    assert reach_from("gpu-2", lb, 9999) == "timeout"
+    assert reach_from_controller(lb, 9999) == "open"
 
 
 def ssh_attempt(fleet: dict, host: str, *options: str) -> subprocess.CompletedProcess:

@@ -93,6 +93,20 @@ SHA = "a" * 64
             "haproxy_timeout_queue soon is not a time as HAProxy takes it",
         ),
         ("mtail", '{"mtail_programs": ["nginx"]}', "mtail_programs"),
+        ("scaler", "scaler_interval=often", "scaler_interval"),
+        (
+            "scaler",
+            '{"scaler_region": "us-east-1", "scaler_env": "prod", '
+            '"scaler_pools": {"chat": {"scale_in_queue": 12, "scale_out_window": 5}}}',
+            "scaler_pools.chat.scale_in_queue (12) must be below scale_out_queue (10); "
+            "scaler_pools.chat.scale_out_window (5 s) is shorter than scaler_interval (10 s)",
+        ),
+        (
+            "scaler",
+            '{"scaler_region": "us-east-1", "scaler_env": "prod", "scaler_max_instances": 1, '
+            '"scaler_pools": {"chat": {"min": 2}, "batch": {}}}',
+            "scaler_max_instances (1) is below the pools' minimums together (3)",
+        ),
         ("mtail", "mtail_port=metrics", "mtail_port"),
         ("patch", "patch_hold_kernel=perhaps", "patch_hold_kernel"),
         ("service_user", '{"service_user_groups": "video"}', "service_user_name"),

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 import gpufleet_haproxy_runtime as haproxy_runtime
@@ -57,6 +57,8 @@ DRAIN_TAG = "gpufleet:drain"
 TERMINATING_WAIT = "Terminating:Wait"
 TERMINATING_HOOK = "autoscaling:EC2_INSTANCE_TERMINATING"
 REQUIRED = ("region", "env", "read_port", "pools", "interval")
+# The exit status of a refused config (EX_CONFIG): its unit does not restart on it.
+REFUSED = 78
 # A server's states in which HAProxy sends it no new request.
 NOT_TAKING = ("DRAIN", "MAINT", "NOLB")
 
@@ -102,9 +104,15 @@ class LbStats:
         }
 
     def serving_everywhere(self, address: str, backend: str) -> bool:
-        """UP in the backend on every LB."""
+        """UP in the backend with a weight on every LB: a slot just filled is UP at weight 0
+        until its agent's first answer."""
         return all(
-            any(r.get("pxname") == backend and r.get("status", "").startswith("UP") for r in own)
+            any(
+                r.get("pxname") == backend
+                and r.get("status", "").startswith("UP")
+                and int(r.get("weight") or 0) > 0
+                for r in own
+            )
             for own in self.servers_of(address).values()
         )
 
@@ -526,9 +534,13 @@ def publish(memory: Memory, figures: dict[str, float]) -> None:
 
 def metrics_text(memory: Memory) -> str:
     """The Prometheus text exposition of the scaler's figures and decisions."""
-    out = []
+    out, typed = [], set()
     with memory.lock:
         for key, value in sorted(memory.metrics.items()):
+            name = "gpufleet_scaler_" + key.split("{", 1)[0]
+            if name not in typed:
+                typed.add(name)
+                out.append(f"# TYPE {name} gauge")
             out.append(f"gpufleet_scaler_{key} {value:g}")
         out.append("# TYPE gpufleet_scaler_decisions_total counter")
         for (pool, action, kind), count in sorted(memory.decisions.items()):
@@ -560,19 +572,25 @@ def serve_metrics(memory: Memory, where: tuple[str, int]) -> ThreadingHTTPServer
     return server
 
 
+def refuse(problems: list[str]) -> NoReturn:
+    """Say why the scaler will not start, in one line, and exit REFUSED."""
+    print("gpufleet-scaler: refused: " + "; ".join(problems), file=sys.stderr, flush=True)
+    raise SystemExit(REFUSED)
+
+
 def load_config(text: str, source: str) -> dict[str, Any]:
-    """The config, or SystemExit with one line naming what is wrong."""
+    """The config; refused in one line naming what is wrong."""
     try:
         config = json.loads(text)
     except ValueError as exc:
-        raise SystemExit(f"gpufleet-scaler: refused: {source} is not JSON: {exc}") from None
+        refuse([f"{source} is not JSON: {exc}"])
     if not isinstance(config, dict):
-        raise SystemExit(f"gpufleet-scaler: refused: {source} is not a JSON object")
+        refuse([f"{source} is not a JSON object"])
     missing = [key for key in REQUIRED if not config.get(key)]
     problems = [f"{source} lacks {', '.join(missing)}"] if missing else []
     problems += scaling.config_problems(config)
     if problems:
-        raise SystemExit("gpufleet-scaler: refused: " + "; ".join(problems))
+        refuse(problems)
     return config
 
 
@@ -590,15 +608,15 @@ def check_pools(aws: dict[str, Any], config: dict[str, Any]) -> None:
     try:
         _groups, problems = find_pools(aws["autoscaling"], config)
     except (BotoCoreError, ClientError) as exc:
-        raise SystemExit(f"gpufleet-scaler: refused: the Auto Scaling API failed: {exc}") from None
+        refuse([f"the Auto Scaling API failed: {exc}"])
     if problems:
-        raise SystemExit("gpufleet-scaler: refused: " + "; ".join(problems))
+        refuse(problems)
 
 
 def address(text: str) -> tuple[str, int]:
     host, _colon, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"gpufleet-scaler: refused: metrics {text!r} is not ADDRESS:PORT")
+        refuse([f"metrics {text!r} is not ADDRESS:PORT (scaler_metrics_address, _port)"])
     return host, int(port)
 
 
@@ -611,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         text = sys.stdin.read() if args.config == "-" else Path(args.config).read_text()
     except OSError as exc:
-        raise SystemExit(f"gpufleet-scaler: refused: cannot read {args.config}: {exc}") from None
+        refuse([f"cannot read {args.config}: {exc}"])
     config = load_config(text, args.config)
     aws = clients(config)
     check_pools(aws, config)
@@ -625,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     say(
         f"gpufleet-scaler: scaling {', '.join(sorted(config['pools']))} every "
-        f"{config['interval']:g} s{' (dry run: decisions are only said)' if dry_run else ''}"
+        f"{float(config['interval']):g} s{' (dry run: decisions are only said)' if dry_run else ''}"
     )
     while True:
         for line in one_pass(aws, config, memory, dry_run):
