@@ -1,7 +1,9 @@
 """The monitoring examples against the real programs, on loopback: promtool checks the scrape
 configuration, and every query of the Grafana dashboard returns data from a real Prometheus
 scraping a real node exporter (its textfile holding the gpu_metrics collector's output for a
-T4, with Ollama's documented /api/ps and /api/tags answers) and a real HAProxy's exporter.
+T4, with Ollama's documented /api/ps and /api/tags answers), a real HAProxy's exporter and
+gpufleet-scaler's own metrics server (with the figures and decisions of a pass that grew the
+pool chat).
 
 The GPU is the only stand-in: nvidia-smi's CSV recorded on a g4dn.xlarge.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +35,21 @@ OLLAMA_PS = {
 OLLAMA_TAGS = {"models": [{"name": "llama3.1:8b", "model": "llama3.1:8b", "size": 5 * GiB}]}
 
 metrics = repo_scripts.load("roles/gpu_metrics/files/gpufleet_gpu_metrics.py")
+for name in ("haproxy_runtime", "fleet_backends", "spot_fallback", "fleet_instances", "scaling"):
+    repo_scripts.load(f"plugins/module_utils/{name}.py", f"gpufleet_{name}")
+scaler = repo_scripts.load("roles/scaler/files/gpufleet_scaler.py")
+
+
+def scaler_metrics(port: int):
+    """The scaler's metrics server, as after a pass that added a host to the pool chat."""
+    memory = scaler.Memory()
+    figures = {'queue{pool="chat"}': 14.0, 'desired{pool="chat"}': 3.0, 'serving{pool="chat"}': 2.0}
+    scaler.publish(memory, {"up": 1.0, "dry_run": 0.0, **figures})
+    memory.decisions[("chat", "out", "queue_over")] = 1
+    memory.decisions[("chat", "hold", "launching")] = 4
+    server = scaler.serve_metrics(memory, ("127.0.0.1", port))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def gpu_textfile(directory: Path) -> None:
@@ -66,11 +84,12 @@ def prometheus(tmp_path_factory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("monitoring")
     textfile = work / "textfile"
     gpu_textfile(textfile)
-    node, exporter = free_port(), free_port()
+    node, exporter, scaling = free_port(), free_port(), free_port()
     haproxy_config(work / "haproxy.cfg", exporter, free_port())
     jobs = {
         "gpufleet-gpu": [(f"127.0.0.1:{node}", {"instance": "gpu-1", "pool": "chat"})],
         "gpufleet-lb": [(f"127.0.0.1:{exporter}", {"instance": "lb-1"})],
+        "gpufleet-scaler": [(f"127.0.0.1:{scaling}", {"instance": "lb-1"})],
     }
     node_exporter = [
         "prometheus-node-exporter",
@@ -80,12 +99,14 @@ def prometheus(tmp_path_factory) -> Iterator[str]:
         f"--collector.textfile.directory={textfile}",
     ]
     haproxy = ["haproxy", "-db", "-f", str(work / "haproxy.cfg")]
+    scaler_server = scaler_metrics(scaling)
     with (
         monitoring.running(node_exporter, f"http://127.0.0.1:{node}/metrics"),
         monitoring.running(haproxy, f"http://127.0.0.1:{exporter}/metrics"),
         monitoring.prometheus(monitoring.prometheus_config(jobs, interval_s=1)) as base,
     ):
         yield base
+    scaler_server.shutdown()
 
 
 def test_promtool_accepts_the_scrape_configuration():
@@ -100,7 +121,7 @@ def test_promtool_accepts_the_scrape_configuration():
 
 def test_every_dashboard_query_returns_data(prometheus):
     # rate() needs two scrapes inside its range: a few seconds at the 1 s interval.
-    results = monitoring.run_dashboard(prometheus, timeout=60, gpu=True)
+    results = monitoring.run_dashboard(prometheus, timeout=60, complete=True)
     assert len(results) == len(monitoring.dashboard_queries()) >= 8
     empty = [(r.title, r.expression) for r in results if not r.series]
     assert empty == []

@@ -28,6 +28,7 @@ from gpufleet.lab import (
     lab,
     monitoring,
     point_release,
+    scaler_drill,
 )
 from gpufleet.lab.launch import LaunchRequest
 from gpufleet.lab.standins import imds
@@ -148,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     drill.add_argument("--image", required=True, metavar="AMI", help="an image of `lab images`")
     drill.add_argument("--model", default="llama3.1:8b", help="the pool's model (llama3.1:8b)")
+    scaling = actions.add_parser(
+        "scaler-drill",
+        help="run the scaler on lb-1 for the pool chat (loadbalancer.yml with scaler_pools, "
+        "within its group's sizes, which capacity.yml widens for the spike), spike its model's "
+        "load tenfold, sized on what serves it, until the added hosts serve and the queue is "
+        "back under the threshold, then scale in under 3 long streams with the scaler killed "
+        "mid-drain; exit 1 if any request failed or was cut, or the scale-in removed other "
+        "than the one host",
+    )
+    scaling.add_argument("--model", default="llama3.1:8b", help="the pool's model (llama3.1:8b)")
     actions.add_parser(
         "publish-update",
         help="publish the lab's Debian point release (a newer libc6) to every host's apt",
@@ -262,6 +273,8 @@ def _lab(args: argparse.Namespace, paths: LabPaths) -> int:
         return 0
     if args.action == "capacity-drill":
         return _capacity_drill(paths, topology, args.image, args.model)
+    if args.action == "scaler-drill":
+        return _scaler_drill(paths, topology, args.model)
     if args.action == "prometheus":
         return _lab_prometheus(topology, args.seconds, args.screenshot, args.json)
     if args.action == "publish-update":
@@ -400,7 +413,8 @@ def _lab_load(
 def _lab_prometheus(
     topology: LabTopology, seconds: float, screenshot: Path | None, as_json: bool
 ) -> int:
-    """The dashboard's queries against Prometheus scraping the lab; a GPU panel may be empty."""
+    """The dashboard's queries against Prometheus scraping the lab; a panel whose data the
+    lab lacks (a GPU's, the scaler's) may be empty."""
     with monitoring.prometheus(monitoring.prometheus_config(monitoring.lab_jobs(topology))) as base:
         results = monitoring.run_dashboard(base)
         time.sleep(seconds)
@@ -417,9 +431,9 @@ def _lab_prometheus(
     else:
         for result in results:
             verdict = f"{result.series} series" if result.series else "no data"
-            reason = " (the lab has no GPU)" if result.needs_gpu and not result.series else ""
+            reason = f" ({result.lab_lacks})" if result.lab_lacks and not result.series else ""
             print(f"  {result.title:<32} {verdict}{reason}")
-    missing = [r.title for r in results if not r.series and not r.needs_gpu]
+    missing = [r.title for r in results if not r.series and not r.lab_lacks]
     return 1 if missing else 0
 
 
@@ -436,6 +450,34 @@ def _capacity_drill(paths: LabPaths, topology: LabTopology, image: str, model: s
         f"{figures['notice_s']:.0f} s in the lab); load: {json.dumps(figures['load'])}"
     )
     return 1 if figures["load"]["failed"] or figures["load"]["truncated"] else 0
+
+
+def _scaler_drill(paths: LabPaths, topology: LabTopology, model: str) -> int:
+    figures = scaler_drill.scaler_drill(paths, topology, _first_balancer(topology).address, model)
+    grown, shrunk = figures["spike"], figures["scale_in"]
+    events = ", ".join(f"{name} {at} s" for name, at in grown["events_s"].items())
+    print(
+        f"lab scaler-drill: spike {grown['streams'][0]} -> {grown['streams'][1]} streams "
+        f"({grown['slots_before']} slots served the model): desired {grown['desired'][0]} -> "
+        f"{grown['desired'][1]}; {events}"
+    )
+    print(f"lab scaler-drill: queue over time (s, waiting): {grown['queue_over_time']}")
+    print(f"lab scaler-drill: latency (s) by 20 s from the spike: {json.dumps(grown['latency_s'])}")
+    print(
+        f"lab scaler-drill: scale-in: {shrunk['leaving']} ({shrunk['lifecycle']}) tagged "
+        f"{shrunk['window_to_tag_s']} s into the quiet, drained {shrunk['tag_to_drained_s']} s "
+        f"later; the scaler killed, restarted ({shrunk['restarts']} restart), and the host "
+        f"terminated {shrunk['kill_to_terminated_s']} s after the kill; removed "
+        f"{shrunk['removed']}, desired {shrunk['desired'][0]} -> {shrunk['desired'][1]} "
+        f"(min {shrunk['min']}), left tagged {shrunk['left_tagged']}"
+    )
+    for line in figures["decisions"]:
+        print(f"    scaler: {line}")
+    loads = {"spike": grown["load"], "scale-in": shrunk["load"]}
+    print(f"lab scaler-drill: load: {json.dumps(loads)}")
+    bad = any(v["failed"] or v["truncated"] for v in loads.values())
+    wrong = shrunk["removed"] != [shrunk["leaving"]] or shrunk["left_tagged"]
+    return 1 if bad or wrong else 0
 
 
 def _spot_notice(paths: LabPaths, host: LabHost, rebalance: bool, clear: bool) -> int:

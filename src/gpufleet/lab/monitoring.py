@@ -4,8 +4,9 @@ Debian's Prometheus runs on the controller (the lab's monitoring host, which the
 firewalls let in) and scrapes the lab as docs/monitoring/prometheus.yml scrapes EC2: node
 exporter on the GPU hosts (with the gpu_metrics textfile) and HAProxy's exporter on the LB
 hosts, labelled by host name and pool. Every query of docs/monitoring/grafana-dashboard.json
-is then run; the GPU panels stay empty, as the lab has no GPU (tests/monitoring feeds them a
-recorded nvidia-smi). Optionally headless Chromium takes a screenshot of Prometheus' graph
+is then run; the GPU panels stay empty, as the lab has no GPU, and the scaler's, which runs in
+its own drill (tests/monitoring feeds them a recorded nvidia-smi and the scaler's own metrics
+server). Optionally headless Chromium takes a screenshot of Prometheus' graph
 page.
 """
 
@@ -30,8 +31,12 @@ from gpufleet.lab.topology import LabTopology
 DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "monitoring" / "grafana-dashboard.json"
 NODE_EXPORTER_PORT = 9100
 HAPROXY_EXPORTER_PORT = 8405
-# Metrics only a GPU gives: their panels are empty in the lab.
-GPU_ONLY = ("gpufleet_gpu_utilization_ratio", "gpufleet_gpu_memory_used_bytes")
+# Metrics the lab's scrape cannot have, and why: their panels may be empty there.
+LAB_LACKS = {
+    "gpufleet_gpu_utilization_ratio": "the lab has no GPU",
+    "gpufleet_gpu_memory_used_bytes": "the lab has no GPU",
+    "gpufleet_scaler_": "the scaler runs in its own drill",
+}
 SCRAPE_INTERVAL_S = 2
 # How long Prometheus or an exporter may take to answer after it starts.
 READY_TIMEOUT_S = 30
@@ -47,7 +52,8 @@ class PanelResult:
     title: str
     expression: str
     series: int
-    needs_gpu: bool
+    # Why the lab's scrape cannot answer it ("" when it can).
+    lab_lacks: str
 
 
 def dashboard_queries(dashboard: Path = DASHBOARD) -> list[tuple[str, str]]:
@@ -152,22 +158,24 @@ def query(base: str, expression: str) -> list[dict]:
     return answer["data"]["result"]
 
 
-def needs_gpu(expression: str) -> bool:
-    return any(metric in expression for metric in GPU_ONLY)
+def lab_lacks(expression: str) -> str:
+    """Why the lab's scrape cannot answer the expression; "" when it can."""
+    return next((why for metric, why in LAB_LACKS.items() if metric in expression), "")
 
 
-def run_dashboard(base: str, timeout: float = 60, gpu: bool = False) -> list[PanelResult]:
+def run_dashboard(base: str, timeout: float = 60, complete: bool = False) -> list[PanelResult]:
     """Every dashboard query, asked until it has data (rate() needs two scrapes) or the
-    time is up; without a GPU (gpu false) a GPU panel is asked once, as its data cannot come."""
+    time is up; on the lab's scrape (complete false) a panel whose data the lab lacks (a
+    GPU's, the scaler's) is asked once, as its data cannot come."""
     deadline = time.monotonic() + timeout
     results = []
     for title, expression in dashboard_queries():
         series = query(base, expression)
-        waits = gpu or not needs_gpu(expression)
+        waits = complete or not lab_lacks(expression)
         while not series and waits and time.monotonic() < deadline:
             time.sleep(1)
             series = query(base, expression)
-        results.append(PanelResult(title, expression, len(series), needs_gpu(expression)))
+        results.append(PanelResult(title, expression, len(series), lab_lacks(expression)))
     return results
 
 
