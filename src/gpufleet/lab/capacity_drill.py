@@ -46,16 +46,16 @@ class GroupHost:
     lifecycle: str = "on-demand"
 
 
-def pools(topology: LabTopology, model: str, spot: int = 0) -> dict[str, Any]:
+def pools(topology: LabTopology, model: str, spot: int = 0, room: int = 1) -> dict[str, Any]:
     """The lab's pool chat as capacity.yml takes it: one instance on demand, and `spot` spot
-    instances above it, in the lab's subnets; room for one more."""
+    instances above it, in the lab's subnets; room for `room` more."""
     return {
         POOL: {
             "model": model,
             "alias": POOL,
             "subnets": ec2.subnet_ids(topology),
             "min": 1 + spot,
-            "max": 2 + spot,
+            "max": 1 + spot + room,
             "on_demand_base": 1,
             "spot_share": 100,
             "min_azs": 2,
@@ -75,6 +75,14 @@ def publish_and_keep_the_pool(
 ) -> None:
     """Publish the image, then run capacity.yml for the pool (pools())."""
     publish(topology, image)
+    keep_the_pool(paths, topology, model, spot)
+
+
+def keep_the_pool(
+    paths: LabPaths, topology: LabTopology, model: str, spot: int = 0, room: int = 1
+) -> None:
+    """capacity.yml for the pool (pools()), on the image published; the group keeps its
+    desired capacity."""
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
@@ -82,7 +90,7 @@ def publish_and_keep_the_pool(
             str(paths.inventory_dir),
             "playbooks/capacity.yml",
             "-e",
-            json.dumps({"capacity_pools": pools(topology, model, spot)}),
+            json.dumps({"capacity_pools": pools(topology, model, spot, room)}),
         ],
         cwd=REPO,
         capture_output=True,

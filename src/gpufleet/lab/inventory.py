@@ -27,6 +27,19 @@ from gpufleet.tags import ENV
 SOURCE_NAME = "lab.gpufleet_ec2.yml"
 
 
+# The lab's scaling windows: the seeds' shape (a window above the threshold adds 1, or 2 far
+# above it; a longer one below removes 1) in seconds, not minutes.
+SCALER_POOL_DEFAULTS = {
+    "min": 1,
+    "max": 3,
+    "scale_out_queue": 4,
+    "scale_out_window": 10,
+    "scale_in_queue": 1,
+    "scale_in_window": 20,
+    "step_factor": 3,
+}
+
+
 def ssh_config(paths: LabPaths) -> str:
     """The one place that says how SSH reaches lab hosts; host keys stay checked."""
     return (
@@ -144,6 +157,14 @@ def lab_vars(topology: LabTopology, artifacts: Artifacts) -> dict[str, object]:
         "capacity_health_check_grace_period": 30,
         # Spot missing 10 s is stood in for: the lab's groups launch and refuse spot at once.
         "lb_membership_spot_fallback_after": 10,
+        # The scaler (loadbalancer.yml with scaler_pools, on lb-1) with the lab's API, and
+        # windows of seconds: the lab's hosts boot and serve in about 15.
+        "scaler_aws_endpoint_url": f"http://{topology.gateway}:{topology.ec2_port}",
+        "scaler_aws_access_key": CREDENTIALS["aws_access_key_id"],
+        "scaler_aws_secret_key": CREDENTIALS["aws_secret_access_key"],
+        "scaler_interval": 2,
+        "scaler_pool_defaults": SCALER_POOL_DEFAULTS,
+        "scaler_drain_timeout": 120,
         # The LB hosts' networks an image's firewall lets reach Ollama: in AWS the LB subnets,
         # here each LB host's address, the lab's subnet being every host's.
         "fleet_lb_cidrs": [f"{h.address}/32" for h in topology.hosts if h.role == "lb"],
