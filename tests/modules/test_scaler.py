@@ -8,229 +8,44 @@ holds every pool. Lifecycle actions, which moto lacks, against botocore's stubbe
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
-import repo_scripts
 from botocore.stub import Stubber
-from moto_region import aws
-from running_haproxy import ADMIN_AND_HTTP, free_port, running_haproxy
+from running_haproxy import free_port
+from scaler_fleet import (
+    BACKEND,
+    POOL,
+    backend_row,
+    desired,
+    instances,
+    release,
+    requests,
+    rows,
+    scaler,
+    scaler_fleet,
+    scaler_pass,
+    tagged,
+    wait_for,
+)
 
 from gpufleet.lab.ec2 import CREDENTIALS
-
-for name in ("haproxy_runtime", "fleet_backends", "spot_fallback", "fleet_instances", "scaling"):
-    repo_scripts.load(f"plugins/module_utils/{name}.py", f"gpufleet_{name}")
-scaler = repo_scripts.load("roles/scaler/files/gpufleet_scaler.py")
-
-BACKEND = "be_model_qwen2.5:7b"
-POOL_TAGS = {
-    "gpufleet:role": "gpu",
-    "gpufleet:env": "prod",
-    "gpufleet:pool": "chat",
-    "gpufleet:model": "qwen2.5:7b",
-    "gpufleet:on-demand-base": "1",
-}
-# Windows of a second, checked every second: the rule's timing is test_scaling's.
-POOL = {
-    "min": 1,
-    "max": 4,
-    "scale_out_queue": 2,
-    "scale_out_window": 1,
-    "scale_in_queue": 1,
-    "scale_in_window": 1,
-    "step_factor": 3,
-}
-
-
-class HeldRequests:
-    """An Ollama host's stand-in for the LB: each request is held until released."""
-
-    def __init__(self, address: str, port: int) -> None:
-        self.release = threading.Event()
-        release = self.release
-
-        class Held(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != "/health":
-                    release.wait(30)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *_args: object) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer((address, port), Held)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
 def fleet(tmp_path, moto, monkeypatch) -> Iterator[dict]:
-    """An LB instance at 127.0.0.1 running HAProxy, and the pool chat's group of 2 (on-demand
-    base 1) whose instances, at 127.0.0.x, are the model backend's servers."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["aws_secret_access_key"])
-    ec2, autoscaling = aws(moto, "ec2"), aws(moto, "autoscaling")
-    vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.0.0/24", AvailabilityZone="us-east-1a")
-    subnet_id = subnet["Subnet"]["SubnetId"]
-    image = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
-    lb_tags = [{"Key": "gpufleet:role", "Value": "lb"}, {"Key": "gpufleet:env", "Value": "prod"}]
-    ec2.run_instances(
-        ImageId=image,
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=subnet_id,
-        PrivateIpAddress="127.0.0.1",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": lb_tags}],
-    )
-    ec2.create_launch_template(
-        LaunchTemplateName="gpufleet-prod-chat",
-        LaunchTemplateData={"ImageId": image, "InstanceType": "g5.xlarge"},
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="gpufleet-prod-chat",
-        MinSize=1,
-        MaxSize=4,
-        DesiredCapacity=2,
-        VPCZoneIdentifier=subnet_id,
-        MixedInstancesPolicy={
-            "LaunchTemplate": {
-                "LaunchTemplateSpecification": {"LaunchTemplateName": "gpufleet-prod-chat"},
-                "Overrides": [{"InstanceType": "g5.xlarge"}, {"InstanceType": "g6.xlarge"}],
-            },
-            "InstancesDistribution": {
-                "OnDemandBaseCapacity": 1,
-                "OnDemandPercentageAboveBaseCapacity": 0,
-            },
-        },
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in POOL_TAGS.items()],
-    )
-    members = instances(moto)
-    port, read_port, frontend = free_port(), free_port(), free_port()
-    admin, config = tmp_path / "admin.sock", tmp_path / "haproxy.cfg"
-    servers = "".join(
-        f"    server m{n} {address}:{port} maxconn 1 check inter 200ms\n"
-        for n, address in enumerate(sorted(members.values()))
-    )
-    config.write_text(
-        ADMIN_AND_HTTP.format(socket=admin)
-        .replace("global\n", f"global\n    stats socket ipv4@127.0.0.1:{read_port} level user\n", 1)
-        .replace("timeout server 5s", "timeout server 30s")
-        + f"    timeout queue 30s\nfrontend fe\n    bind 127.0.0.1:{frontend}\n"
-        + f"    default_backend {BACKEND}\nbackend {BACKEND}\n    option httpchk GET /health\n"
-        + servers
-    )
-    hosts = [HeldRequests(address, port) for address in members.values()]
-    settings = {
-        "region": "us-east-1",
-        "env": "prod",
-        "endpoint_url": moto,
-        "read_port": read_port,
-        "interval": 1,
-        "max_instances": 0,
-        "max_dollars_per_hour": 0,
-        "drain_timeout": 60,
-        "pool_defaults": POOL,
-        "pools": {"chat": {}},
-    }
-    try:
-        with running_haproxy(config, admin):
-            fleet = {"moto": moto, "admin": admin, "frontend": frontend, "hosts": hosts}
-            fleet |= {"settings": settings, "members": members}
-            wait_for(lambda: count_status(fleet, "UP") == 2, "both servers UP")
-            yield fleet
-    finally:
-        for host in hosts:
-            host.stop()
-
-
-def instances(moto: str) -> dict[str, str]:
-    """The group's instances not on their way out: id -> private address."""
-    group = aws(moto, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"][0]
-    ids = [i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"]
-    pages = aws(moto, "ec2").describe_instances(InstanceIds=ids)["Reservations"]
-    return {i["InstanceId"]: i["PrivateIpAddress"] for r in pages for i in r["Instances"]}
-
-
-def desired(moto: str) -> int:
-    group = aws(moto, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"][0]
-    return group["DesiredCapacity"]
-
-
-def tagged(moto: str) -> list[str]:
-    """The instances tagged to drain."""
-    pages = aws(moto, "ec2").describe_instances(
-        Filters=[{"Name": "tag-key", "Values": [scaler.DRAIN_TAG]}]
-    )["Reservations"]
-    return [
-        i["InstanceId"] for r in pages for i in r["Instances"] if i["State"]["Name"] == "running"
-    ]
-
-
-def rows(fleet) -> list[dict[str, str]]:
-    answer = scaler.haproxy_runtime.command(str(fleet["admin"]), "show stat")
-    return scaler.haproxy_runtime.parse_stat(answer)
-
-
-def count_status(fleet, status: str) -> int:
-    return sum(1 for r in rows(fleet) if r["pxname"] == BACKEND and r["status"] == status)
-
-
-def backend_row(fleet) -> dict[str, str]:
-    return next(r for r in rows(fleet) if r["pxname"] == BACKEND and r["svname"] == "BACKEND")
-
-
-def wait_for(condition, what: str, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {seconds} s for {what}")
-        time.sleep(0.1)
-
-
-def requests(fleet, count: int) -> list[threading.Thread]:
-    """count requests through the LB, each held until its host releases it."""
-    url = f"http://127.0.0.1:{fleet['frontend']}/api/generate"
-
-    def one() -> None:
-        with urllib.request.urlopen(url, timeout=40) as response:
-            response.read()
-
-    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    return threads
-
-
-def release(fleet, threads: list[threading.Thread]) -> None:
-    for host in fleet["hosts"]:
-        host.release.set()
-    for thread in threads:
-        thread.join(timeout=10)
-
-
-def scaler_pass(fleet, memory) -> list[str]:
-    aws_clients = {s: aws(fleet["moto"], s) for s in ("ec2", "autoscaling")}
-    return scaler.one_pass(aws_clients, fleet["settings"], memory, dry_run=False)
+    with scaler_fleet(moto, tmp_path) as found:
+        yield found
 
 
 def test_a_queue_held_above_the_threshold_grows_the_pool_once_until_it_serves(fleet):
     held = requests(fleet, 6)
-    wait_for(lambda: int(backend_row(fleet)["qcur"]) == 4, "4 requests queued")
+    wait_for(lambda: int(backend_row(fleet)["qcur"]) == 4, "4 requests queued", fleet)
     memory = scaler.Memory()
     first = scaler_pass(fleet, memory)
     assert "decision=hold" in first[0] and "queue=4" in first[0], first
@@ -261,7 +76,7 @@ def test_scale_in_drains_an_instance_and_terminates_it_once_no_stream_is_left(fl
     address = fleet["members"][leaving]
     # A stream on each server; the leaving one is still UP, as before its agent drains it.
     held = requests(fleet, 2)
-    wait_for(lambda: int(backend_row(fleet)["scur"]) == 2, "a stream on each server")
+    wait_for(lambda: int(backend_row(fleet)["scur"]) == 2, "a stream on each server", fleet)
     assert 'still taking requests"' in scaler_pass(fleet, memory)[0]
     # Its agent's drain, as HAProxy applies it.
     server = next(r["svname"] for r in rows(fleet) if r["addr"].startswith(address + ":"))
@@ -275,7 +90,7 @@ def test_scale_in_drains_an_instance_and_terminates_it_once_no_stream_is_left(fl
     assert tagged(fleet["moto"]) == [leaving]
     assert desired(fleet["moto"]) == 2
     release(fleet, held)
-    wait_for(lambda: int(backend_row(fleet)["scur"]) == 0, "the streams to end")
+    wait_for(lambda: int(backend_row(fleet)["scur"]) == 0, "the streams to end", fleet)
     done = scaler_pass(fleet, memory)
     assert "drained on every LB" in done[0] and "decision=in " in done[0], done
     assert desired(fleet["moto"]) == 1
@@ -293,7 +108,7 @@ def test_a_scale_in_is_given_up_when_the_queue_comes_back(fleet):
     scaler_pass(fleet, memory)
     [leaving] = tagged(fleet["moto"])
     held = requests(fleet, 6)
-    wait_for(lambda: int(backend_row(fleet)["qcur"]) == 4, "4 requests queued")
+    wait_for(lambda: int(backend_row(fleet)["qcur"]) == 4, "4 requests queued", fleet)
     given_up = scaler_pass(fleet, memory)
     assert f"scale-in of {leaving}" in given_up[0] and "back above 2" in given_up[0], given_up
     assert tagged(fleet["moto"]) == []
@@ -313,29 +128,33 @@ def test_an_lb_that_does_not_answer_holds_every_pool_and_says_so_once(fleet):
     assert desired(fleet["moto"]) == 2
 
 
-def refusal(tmp_path: Path, settings: dict, *options: str) -> str:
+def refusal(tmp_path: Path, capsys, settings: dict, *options: str) -> str:
+    """The one line a refused start says, after checking it exits 78 (EX_CONFIG), which its
+    unit does not restart on."""
     path = tmp_path / "scaler.json"
     path.write_text(json.dumps(settings))
     with pytest.raises(SystemExit) as refused:
         scaler.main(["--config", str(path), *options])
-    return str(refused.value)
+    assert refused.value.code == 78
+    return capsys.readouterr().err.rstrip("\n")
 
 
-def test_a_pool_ec2_does_not_have_is_refused_at_start_naming_it(fleet, tmp_path):
+def test_a_pool_ec2_does_not_have_is_refused_at_start_naming_it(fleet, tmp_path, capsys):
     settings = fleet["settings"] | {"pools": {"chat": {}, "batch": {}}}
-    message = refusal(tmp_path, settings, "--check")
+    message = refusal(tmp_path, capsys, settings, "--check")
     assert message.startswith("gpufleet-scaler: refused: scaler_pools.batch: no pool group")
     assert "\n" not in message
 
 
-def test_settings_the_group_cannot_take_or_prices_missing_are_refused(fleet, tmp_path):
+def test_settings_the_group_cannot_take_or_prices_missing_are_refused(fleet, tmp_path, capsys):
     settings = fleet["settings"] | {"pools": {"chat": {"max": 8}}}
-    assert "scaler_pools.chat: min 1 and max 8 must lie within" in refusal(tmp_path, settings)
+    message = refusal(tmp_path, capsys, settings)
+    assert "scaler_pools.chat: min 1 and max 8 must lie within" in message
     settings = fleet["settings"] | {"max_dollars_per_hour": 10, "hourly_prices": {"g5.xlarge": 1}}
-    assert "scaler_hourly_prices lacks g6.xlarge" in refusal(tmp_path, settings)
+    assert "scaler_hourly_prices lacks g6.xlarge" in refusal(tmp_path, capsys, settings)
 
 
-def test_thresholds_out_of_order_are_refused_before_any_api_call(tmp_path):
+def test_thresholds_out_of_order_are_refused_before_any_api_call(tmp_path, capsys):
     settings = {
         "region": "us-east-1",
         "env": "prod",
@@ -347,7 +166,7 @@ def test_thresholds_out_of_order_are_refused_before_any_api_call(tmp_path):
         "pool_defaults": POOL | {"scale_out_window": 120, "scale_in_window": 600},
         "pools": {"chat": {"scale_in_queue": 12, "scale_out_queue": 10}},
     }
-    message = refusal(tmp_path, settings)
+    message = refusal(tmp_path, capsys, settings)
     assert message == (
         "gpufleet-scaler: refused: scaler_pools.chat.scale_in_queue (12) must be below "
         "scale_out_queue (10)"
