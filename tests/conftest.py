@@ -50,3 +50,19 @@ def moto(moto_url: str) -> str:
     """The moto endpoint, emptied before each test."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"))
     return moto_url
+
+
+@pytest.fixture(scope="module")
+def groups_as_ec2s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The lab's Auto Scaling groups on the tests' moto server (gpufleet.lab.ec2_groups: spot
+    launched as spot, an update's policy keeping what it omits) for one module's tests:
+    moto's own are put back afterwards."""
+    from moto.autoscaling import models
+
+    from gpufleet.lab import ec2_groups
+
+    group = models.FakeAutoScalingGroup
+    kept = (group.set_desired_capacity, group.update)
+    ec2_groups.install(tmp_path_factory.mktemp("ec2"))
+    yield
+    group.set_desired_capacity, group.update = kept

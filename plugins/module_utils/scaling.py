@@ -8,7 +8,9 @@ restart when the pool changes size and when a read fails, so a window is always 
 the size the pool has, and a scaler that restarts holds until it has seen a whole window
 (it keeps nothing it cannot read back). It never grows past max, the fleet's instance cap or
 its dollars per hour, nor while an instance it launched is not serving yet; it never shrinks
-below min, nor below min instances serving.
+below min, nor below min instances serving. When more than error_ratio of the pool's
+responses over scale_out_window seconds were 5xx while every instance serves (the hosts are
+healthy, so it is not theirs to replace), it adds one on-demand instance.
 
 The scaler's config is checked here too, by the program at start and by the scaler role
 before it touches a host: each problem names the variable it comes from.
@@ -19,7 +21,7 @@ Standard library only: installed beside gpufleet-scaler on the host that runs it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # A pool's settings, as scaler_pool_defaults holds them: their defaults are the seeds'.
@@ -31,7 +33,10 @@ POOL_SETTINGS = (
     "scale_in_queue",
     "scale_in_window",
     "step_factor",
+    "error_ratio",
 )
+# Fewer responses than this in a window tell no error ratio.
+MIN_RESPONSES = 20
 # The fleet-wide settings, and the Ansible variable each comes from.
 FLEET_SETTINGS = {
     "interval": "scaler_interval",
@@ -53,6 +58,8 @@ class Pool:
     scale_in_queue: int
     scale_in_window: float
     step_factor: float = 3.0
+    # A 5xx share of the responses above which on-demand capacity is added; 0: off.
+    error_ratio: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class Reading:
     launching: int
     # Instances the fleet's cap and budget still allow to be added to this pool.
     room: int
+    # The 5xx share of the responses over the last scale_out_window; None: not known yet.
+    error_ratio: float | None = None
 
 
 @dataclass
@@ -88,14 +97,46 @@ class Clock:
         )
 
 
+@dataclass
+class ErrorWindow:
+    """The pool's responses and 5xx (HAProxy's cumulative counters, summed over its backends
+    and the LBs) at each check, kept for one window."""
+
+    samples: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def restart(self) -> None:
+        self.samples.clear()
+
+    def see(self, now: float, errors: int, responses: int, window: float) -> None:
+        # A counter that went down is an LB reloaded or replaced: the window starts over.
+        if self.samples and (errors < self.samples[-1][1] or responses < self.samples[-1][2]):
+            self.samples.clear()
+        self.samples.append((now, errors, responses))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - window:
+            self.samples.pop(0)
+
+    def ratio(self, now: float, window: float) -> float | None:
+        """The 5xx share over the window once it is covered and has MIN_RESPONSES."""
+        if not self.samples or self.samples[0][0] > now - window:
+            return None
+        (_first, errors_then, responses_then), (_last, errors, responses) = (
+            self.samples[0],
+            self.samples[-1],
+        )
+        answered = responses - responses_then
+        return (errors - errors_then) / answered if answered >= MIN_RESPONSES else None
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with a pool: change its desired capacity by `change` (0: hold), a short
-    kind for metrics, and the reason in words for the journal."""
+    kind for metrics, and the reason in words for the journal; `on_demand` adds the capacity
+    on demand (above the on-demand base), not in the group's spot share."""
 
     change: int
     kind: str
     reason: str
+    on_demand: bool = False
 
     @property
     def action(self) -> str:
@@ -104,6 +145,9 @@ class Decision:
 
 def decide(pool: Pool, reading: Reading, clock: Clock, now: float) -> Decision:
     """The pool's decision at this check; the clock has seen the reading's queue."""
+    errors = error_decision(pool, reading)
+    if errors is not None:
+        return errors
     if clock.over_since is not None:
         over = f"queue above {pool.scale_out_queue} for {now - clock.over_since:.0f} s"
         if now - clock.over_since < pool.scale_out_window:
@@ -133,6 +177,20 @@ def decide(pool: Pool, reading: Reading, clock: Clock, now: float) -> Decision:
     )
 
 
+def error_decision(pool: Pool, reading: Reading) -> Decision | None:
+    """One on-demand instance more when the pool's 5xx share is above error_ratio over the
+    window while every instance serves; None when the errors do not decide."""
+    ratio = reading.error_ratio
+    if not pool.error_ratio or ratio is None or ratio <= pool.error_ratio:
+        return None
+    share = f"{ratio:.0%} of responses 5xx over {pool.scale_out_window:.0f} s"
+    if reading.launching or reading.serving < reading.desired:
+        return Decision(0, "errors_hosts_not_all_serving", f"{share}, not every host serving")
+    if reading.desired >= pool.max or reading.room <= 0:
+        return Decision(0, "errors_no_room", f"{share}, at max {pool.max} or the fleet's cap")
+    return Decision(1, "errors", f"{share} with every host serving", on_demand=True)
+
+
 def pool_settings(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> Pool:
     settings = {**defaults, **given}
     return Pool(
@@ -144,6 +202,7 @@ def pool_settings(name: str, given: Mapping[str, Any], defaults: Mapping[str, An
         scale_in_queue=int(settings["scale_in_queue"]),
         scale_in_window=float(settings["scale_in_window"]),
         step_factor=float(settings["step_factor"]),
+        error_ratio=float(settings["error_ratio"]),
     )
 
 
@@ -241,6 +300,10 @@ def pool_problems(where: str, pool: Pool, interval: float) -> list[str]:
                 f"{where}.{key} ({getattr(pool, key):g} s) is shorter than "
                 f"scaler_interval ({interval:g} s)"
             )
+    if pool.error_ratio > 1:
+        problems.append(
+            f"{where}.error_ratio ({pool.error_ratio:g}) is a share of the responses, 0 (off) to 1"
+        )
     if pool.step_factor <= 1:
         problems.append(
             f"{where}.step_factor ({pool.step_factor:g}) must be above 1: the queue, "

@@ -34,6 +34,12 @@ def base_and_spot_share(policy: dict) -> tuple[int, int]:
     return int(distribution.get("OnDemandBaseCapacity", 0)), 100 - above
 
 
+def with_base(base: int) -> dict:
+    """A policy update that changes the on-demand base only: the API keeps what it omits
+    (and an update naming the launch template would need the right to launch from it)."""
+    return {"InstancesDistribution": {"OnDemandBaseCapacity": base}}
+
+
 def on_demand_count(desired: int, base: int, spot_share: int) -> int:
     """The on-demand instances of a group's distribution: the base, then the on-demand share
     of the capacity above it, rounded up as EC2 Auto Scaling rounds (in favour of on-demand)."""

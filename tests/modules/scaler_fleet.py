@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,11 +41,13 @@ POOL = {
     "scale_in_queue": 1,
     "scale_in_window": 1,
     "step_factor": 3,
+    "error_ratio": 0.1,
 }
 
 
 class HeldRequests:
-    """An Ollama host's stand-in for the LB: each request is held until released."""
+    """An Ollama host's stand-in for the LB: each request is held until released; /fail is
+    answered 500 at once."""
 
     def __init__(self, address: str, port: int) -> None:
         self.release = threading.Event()
@@ -52,6 +55,9 @@ class HeldRequests:
 
         class Held(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path == "/fail":
+                    self.send_error(500, "the host's own error")
+                    return
                 if self.path != "/health":
                     release.wait(30)
                 self.send_response(200)
@@ -223,6 +229,15 @@ def requests(fleet, count: int) -> list[threading.Thread]:
     for thread in threads:
         thread.start()
     return threads
+
+
+def failing(fleet, count: int) -> None:
+    """count requests through the LB that its hosts answer 500."""
+    for _ in range(count):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{fleet['frontend']}/fail", timeout=10)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 500, exc
 
 
 def release(fleet, threads: list[threading.Thread]) -> None:

@@ -12,25 +12,15 @@ from ansible_run import run_module
 from moto_region import aws
 from test_capacity_group import described, group_args, network_and_template
 
-from gpufleet.lab import ec2_groups
 from gpufleet.lab.ec2 import CREDENTIALS
+
+# The lab's groups, which take an update of the on-demand base alone as EC2's do.
+pytestmark = pytest.mark.usefixtures("groups_as_ec2s")
 
 
 @pytest.fixture
 def pool_network(moto):
     return network_and_template(moto)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def groups_as_ec2s(tmp_path_factory):
-    """The lab's groups for this module's tests only: moto's are put back afterwards."""
-    from moto.autoscaling import models
-
-    group = models.FakeAutoScalingGroup
-    kept = (group.set_desired_capacity, group.update)
-    ec2_groups.install(tmp_path_factory.mktemp("ec2"))
-    yield
-    group.set_desired_capacity, group.update = kept
 
 
 def sizes(moto, **asked):

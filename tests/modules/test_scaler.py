@@ -15,12 +15,14 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import Stubber
+from moto_region import aws
 from running_haproxy import free_port
 from scaler_fleet import (
     BACKEND,
     POOL,
     backend_row,
     desired,
+    failing,
     instances,
     release,
     requests,
@@ -33,6 +35,9 @@ from scaler_fleet import (
 )
 
 from gpufleet.lab.ec2 import CREDENTIALS
+
+# The lab's groups, which take an update of the on-demand base alone as EC2's do.
+pytestmark = pytest.mark.usefixtures("groups_as_ec2s")
 
 
 @pytest.fixture
@@ -114,6 +119,41 @@ def test_a_scale_in_is_given_up_when_the_queue_comes_back(fleet):
     assert tagged(fleet["moto"]) == []
     assert desired(fleet["moto"]) == 2
     release(fleet, held)
+
+
+def group(fleet) -> dict:
+    return aws(fleet["moto"], "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"][0]
+
+
+def base_and_tags(fleet) -> tuple[int, str, str]:
+    found = group(fleet)
+    tags = {t["Key"]: t["Value"] for t in found["Tags"]}
+    base = found["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandBaseCapacity"]
+    return base, tags["gpufleet:on-demand-base"], tags.get("gpufleet:error-backup", "")
+
+
+def test_errors_with_every_host_serving_add_an_on_demand_backup_given_back_first(fleet):
+    memory = scaler.Memory()
+    scaler_pass(fleet, memory)
+    failing(fleet, 30)
+    time.sleep(1.1)
+    added = scaler_pass(fleet, memory)
+    assert "decision=out+1" in added[0] and "100% of responses 5xx" in added[0], added
+    assert "on-demand base 2, group desired 3" in added[0], added
+    assert (desired(fleet["moto"]), *base_and_tags(fleet)) == (3, 2, "2", "1")
+    # The errors stop; the quiet pool gives the backup back first: the newest on-demand
+    # instance, its base with it (an instance no LB lists has no stream to wait for).
+    newest = max(instances(fleet["moto"]))
+    time.sleep(1.1)
+    memory = scaler.Memory()
+    scaler_pass(fleet, memory)
+    time.sleep(1.1)
+    chose = scaler_pass(fleet, memory)
+    assert "decision=in-1" in chose[0], chose
+    assert tagged(fleet["moto"]) == [newest] or len(tagged(fleet["moto"])) == 1, chose
+    done = scaler_pass(fleet, memory)
+    assert "drained on every LB" in done[0], done
+    assert (desired(fleet["moto"]), *base_and_tags(fleet)) == (2, 1, "1", "0")
 
 
 def test_an_lb_that_does_not_answer_holds_every_pool_and_says_so_once(fleet):

@@ -188,6 +188,8 @@ def test_the_scaler_sizes_groups_drains_through_one_tag_and_ends_termination_wai
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeLifecycleHooks",
         "autoscaling:SetDesiredCapacity",
+        "autoscaling:UpdateAutoScalingGroup",
+        "autoscaling:CreateOrUpdateTags",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
         "autoscaling:CompleteLifecycleAction",
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from ansible_collections.gpufleet.fleet.plugins.module_utils.scaling import (
     Clock,
+    ErrorWindow,
     Pool,
     Reading,
     config_problems,
@@ -116,6 +117,7 @@ def config(**changes) -> dict:
             "scale_in_queue": 2,
             "scale_in_window": 600,
             "step_factor": 3,
+            "error_ratio": 0.1,
         },
         "pools": {"chat": {}},
     }
@@ -150,6 +152,10 @@ def test_a_good_config_has_no_problem():
         ({"max_dollars_per_hour": 20}, "scaler_hourly_prices must price"),
         ({"hourly_prices": {"g5.xlarge": -1}}, "scaler_hourly_prices.g5.xlarge must be dollars"),
         (
+            {"pools": {"chat": {"error_ratio": 10}}},
+            "scaler_pools.chat.error_ratio (10) is a share of the responses, 0 (off) to 1",
+        ),
+        (
             {"pools": {"chat": {"step_factor": 1}}},
             "scaler_pools.chat.step_factor (1) must be above 1",
         ),
@@ -158,3 +164,34 @@ def test_a_good_config_has_no_problem():
 def test_a_bad_config_is_refused_naming_the_variable(changes, expected):
     problems = config_problems(config(**changes))
     assert any(expected in p for p in problems), problems
+
+
+def test_errors_with_every_host_serving_add_one_on_demand():
+    clock = Clock()
+    clock.see(POOL, 5, 0)
+    erring = reading(error_ratio=0.25)
+    decision = decide(POOL, erring, clock, 0)
+    assert (decision.change, decision.kind, decision.on_demand) == (1, "errors", True)
+    assert "25% of responses 5xx over 120 s with every host serving" in decision.reason
+    # A host down or launching is the replacement's to fix, not more capacity's.
+    held = decide(POOL, reading(error_ratio=0.25, serving=1), clock, 0)
+    assert (held.change, held.kind) == (0, "errors_hosts_not_all_serving")
+    assert decide(POOL, reading(error_ratio=0.25, desired=4, serving=4), clock, 0).change == 0
+    # At or under the ratio, or unknown, the queue decides.
+    for ratio in (0.1, None):
+        assert decide(POOL, reading(error_ratio=ratio), clock, 0).kind == "steady"
+    off = Pool("chat", 1, 4, 10, 120, 2, 600, error_ratio=0)
+    assert decide(off, erring, clock, 0).kind == "steady"
+
+
+def test_the_error_ratio_is_over_a_whole_window_with_enough_responses():
+    window = ErrorWindow()
+    window.see(0, errors=0, responses=100, window=10)
+    assert window.ratio(5, 10) is None, "the window is not covered yet"
+    window.see(10, errors=5, responses=140, window=10)
+    assert window.ratio(10, 10) == 5 / 40
+    window.see(20, errors=5, responses=150, window=10)
+    assert window.ratio(20, 10) is None, "10 responses tell no ratio"
+    # Counters that go down (an LB reloaded) start the window over.
+    window.see(21, errors=0, responses=3, window=10)
+    assert window.samples == [(21, 0, 3)]

@@ -260,12 +260,6 @@ def group_state(
     )
 
 
-def with_base(base: int) -> dict[str, Any]:
-    """A policy update that changes the on-demand base only: the API keeps what it omits
-    (and an update naming the launch template would need the right to launch from it)."""
-    return {"InstancesDistribution": {"OnDemandBaseCapacity": base}}
-
-
 def tag(ec2: Any, instance_id: str, key: str, value: str) -> Callable[[], Any]:
     return lambda: ec2.create_tags(Resources=[instance_id], Tags=[{"Key": key, "Value": value}])
 
@@ -283,7 +277,7 @@ def stand_in_steps(
             lambda: aws["autoscaling"].update_auto_scaling_group(
                 AutoScalingGroupName=state.name,
                 DesiredCapacity=state.desired + more,
-                MixedInstancesPolicy=with_base(state.base + more),
+                MixedInstancesPolicy=spot_fallback.with_base(state.base + more),
             ),
         )
     ]
@@ -339,7 +333,8 @@ def give_back_steps(
             Step(
                 f"{name}: {iid} drained on every LB; on-demand base {base} -> {base - 1}",
                 lambda: aws["autoscaling"].update_auto_scaling_group(
-                    AutoScalingGroupName=name, MixedInstancesPolicy=with_base(base - 1)
+                    AutoScalingGroupName=name,
+                    MixedInstancesPolicy=spot_fallback.with_base(base - 1),
                 ),
             ),
             Step(

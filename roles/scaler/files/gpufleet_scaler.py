@@ -16,6 +16,10 @@ Every scaler_interval seconds, for each pool of its config:
   LB has a stream or a queued request on it, it is terminated in its group with the desired
   capacity decremented. A drain that does not end in drain_timeout seconds, or a queue back
   above the scale-out threshold, gives the instance back to service instead;
+- adds one on-demand instance (the desired capacity and the on-demand base raised together,
+  the group's count of error backups tagged) when more than the pool's error_ratio of its
+  responses were 5xx over its scale-out window while every instance serves; a later
+  scale-in removes such a backup first, giving its base back;
 - completes the termination lifecycle action of an instance its group is terminating by
   itself (Terminating:Wait: the agent drains on the instance's target lifecycle state) once
   no LB has a stream on it.
@@ -54,6 +58,11 @@ CONFIG = Path("/etc/gpufleet/scaler.json")
 # The tag that asks an instance's fleet agent to drain it (it reads its tags from IMDS);
 # its value says why and since when: "scale-in since 2026-12-07T17:00:00Z".
 DRAIN_TAG = "gpufleet:drain"
+# A group's count of on-demand instances the scaler added for errors (above its base).
+ERROR_BACKUP_TAG = "gpufleet:error-backup"
+# The drain tag's value of an error backup leaving, before and after its base is given back.
+BACKUP_LEAVING, BACKUP_RELEASED = "error backup", "error backup released"
+RESPONSE_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 TERMINATING_WAIT = "Terminating:Wait"
 TERMINATING_HOOK = "autoscaling:EC2_INSTANCE_TERMINATING"
 REQUIRED = ("region", "env", "read_port", "pools", "interval")
@@ -155,6 +164,9 @@ class PoolView:
     queue: int = 0
     streams: int = 0
     serving: int = 0
+    # HAProxy's cumulative 5xx and responses for the pool's backends, summed over the LBs.
+    errors: int = 0
+    responses: int = 0
 
     @property
     def name(self) -> str:
@@ -178,6 +190,14 @@ class PoolView:
     @property
     def giving_back(self) -> bool:
         return any(spot_fallback.GIVE_BACK_TAG in m.tags for m in self.members)
+
+    @property
+    def base(self) -> int:
+        return spot_fallback.base_and_spot_share(self.group["MixedInstancesPolicy"])[0]
+
+    @property
+    def error_backups(self) -> int:
+        return int(self.group["tags"].get(ERROR_BACKUP_TAG) or 0)
 
 
 def pool_backends(group: dict[str, Any]) -> list[str]:
@@ -248,6 +268,8 @@ def read_pools(aws: dict[str, Any], config: dict[str, Any], lbs: LbStats) -> dic
         view = PoolView(pool, group, own, pool_backends(group))
         view.queue = lbs.backend_sum(view.backends, "qcur")
         view.streams = lbs.backend_sum(view.backends, "scur")
+        view.errors = lbs.backend_sum(view.backends, "hrsp_5xx")
+        view.responses = sum(lbs.backend_sum(view.backends, f) for f in RESPONSE_FIELDS)
         model_backend = fleet_backend(group["tags"].get(TAGS["model"], ""))
         view.serving = sum(
             1
@@ -283,18 +305,80 @@ def room(config: dict[str, Any], views: dict[str, PoolView], gpu_running: list[d
 
 
 def removal_choice(view: PoolView) -> Member | None:
-    """The instance a scale-in removes: the oldest spot instance; with none, the newest
-    on-demand one above the group's on-demand base (the base and the spot fallback's
-    stand-ins are never chosen)."""
+    """The instance a scale-in removes: an error backup first (the newest on-demand, its base
+    given back with it); else the oldest spot instance; with none, the newest on-demand one
+    above the group's on-demand base (the base and the spot fallback's stand-ins are never
+    chosen)."""
     candidates = [m for m in view.members if spot_fallback.GIVE_BACK_TAG not in m.tags]
+    on_demand = [m for m in candidates if m.lifecycle != "spot"]
+    if view.error_backups and on_demand:
+        return max(on_demand, key=lambda m: m.launched)
     spot = [m for m in candidates if m.lifecycle == "spot"]
     if spot:
         return min(spot, key=lambda m: m.launched)
-    base, _share = spot_fallback.base_and_spot_share(view.group["MixedInstancesPolicy"])
-    on_demand = [m for m in candidates if m.lifecycle != "spot"]
-    if len(on_demand) > base:
+    if len(on_demand) > view.base:
         return max(on_demand, key=lambda m: m.launched)
     return None
+
+
+def group_tags(view: PoolView, tags: dict[str, str]) -> list[dict[str, Any]]:
+    """The group tags' update (the pool's base and the error backups are not propagated)."""
+    return [
+        {
+            "ResourceId": view.name,
+            "ResourceType": "auto-scaling-group",
+            "Key": key,
+            "Value": value,
+            "PropagateAtLaunch": False,
+        }
+        for key, value in tags.items()
+    ]
+
+
+def add_error_backup(aws: dict[str, Any], view: PoolView) -> int:
+    """One on-demand instance more: the desired capacity and the on-demand base raised in one
+    call, the pool's own base (BASE_TAG) with it, so the spot fallback does not take it for a
+    stand-in, and the group's count of error backups. The new desired capacity."""
+    desired = view.group["DesiredCapacity"] + 1
+    aws["autoscaling"].update_auto_scaling_group(
+        AutoScalingGroupName=view.name,
+        DesiredCapacity=desired,
+        MixedInstancesPolicy=spot_fallback.with_base(view.base + 1),
+    )
+    own_base = int(view.group["tags"][spot_fallback.BASE_TAG])
+    aws["autoscaling"].create_or_update_tags(
+        Tags=group_tags(
+            view,
+            {
+                spot_fallback.BASE_TAG: str(own_base + 1),
+                ERROR_BACKUP_TAG: str(view.error_backups + 1),
+            },
+        )
+    )
+    return desired
+
+
+def release_error_backup(aws: dict[str, Any], view: PoolView, member: Member) -> None:
+    """Give an error backup's base back before it is terminated; the drain tag says it is
+    done, so a restart between this and the termination does not do it twice."""
+    own_base = int(view.group["tags"][spot_fallback.BASE_TAG])
+    aws["autoscaling"].update_auto_scaling_group(
+        AutoScalingGroupName=view.name,
+        MixedInstancesPolicy=spot_fallback.with_base(max(0, view.base - 1)),
+    )
+    aws["autoscaling"].create_or_update_tags(
+        Tags=group_tags(
+            view,
+            {
+                spot_fallback.BASE_TAG: str(max(0, own_base - 1)),
+                ERROR_BACKUP_TAG: str(max(0, view.error_backups - 1)),
+            },
+        )
+    )
+    value = member.tags[DRAIN_TAG].replace(BACKUP_LEAVING, BACKUP_RELEASED)
+    aws["ec2"].create_tags(
+        Resources=[member.instance_id], Tags=[{"Key": DRAIN_TAG, "Value": value}]
+    )
 
 
 @dataclass(frozen=True)
@@ -314,6 +398,7 @@ class Memory:
     the metrics served. All of it may be lost: a restart only restarts the windows."""
 
     clocks: dict[str, scaling.Clock] = field(default_factory=dict)
+    errors: dict[str, scaling.ErrorWindow] = field(default_factory=dict)
     said: dict[str, str] = field(default_factory=dict)
     failing: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
@@ -343,7 +428,10 @@ def drain_step(
     left = lbs.in_flight(member.address)
     prefix, where = ("would: " if dry_run else ""), f"{member.instance_id} at {member.address}"
     if left == 0:
+        value = member.tags[DRAIN_TAG]
         if not dry_run:
+            if BACKUP_LEAVING in value and BACKUP_RELEASED not in value:
+                release_error_backup(aws, view, member)
             aws["autoscaling"].terminate_instance_in_auto_scaling_group(
                 InstanceId=member.instance_id, ShouldDecrementDesiredCapacity=True
             )
@@ -375,6 +463,17 @@ def act(aws: dict[str, Any], view: PoolView, decision: scaling.Decision, dry_run
     """Make a pool's decision."""
     prefix = "would: " if dry_run else ""
     line = f"{inputs_line(view)} decision={decision.action}"
+    if decision.on_demand:
+        desired = view.group["DesiredCapacity"] + decision.change
+        if not dry_run:
+            add_error_backup(aws, view)
+        return Outcome(
+            f'{prefix}{line}+1 reason="{decision.reason}" on-demand base {view.base + 1}, '
+            f"group desired {desired}",
+            "out",
+            decision.kind,
+            True,
+        )
     if decision.change > 0:
         desired = view.group["DesiredCapacity"] + decision.change
         if not dry_run:
@@ -394,10 +493,11 @@ def act(aws: dict[str, Any], view: PoolView, decision: scaling.Decision, dry_run
             return Outcome(
                 f'{inputs_line(view)} decision=hold reason="{reason}"', "hold", "base_only"
             )
+        why = f" ({BACKUP_LEAVING})" if view.error_backups and chosen.lifecycle != "spot" else ""
         if not dry_run:
             aws["ec2"].create_tags(
                 Resources=[chosen.instance_id],
-                Tags=[{"Key": DRAIN_TAG, "Value": f"scale-in since {now_iso()}"}],
+                Tags=[{"Key": DRAIN_TAG, "Value": f"scale-in since {now_iso()}{why}"}],
             )
         return Outcome(
             f'{prefix}{line}-1 reason="{decision.reason}" draining {chosen.instance_id} at '
@@ -454,6 +554,7 @@ def pool_outcome(
     lbs: LbStats,
     clock: scaling.Clock,
     pool_room: int,
+    errors: scaling.ErrorWindow,
     now: float,
     dry_run: bool,
 ) -> Outcome:
@@ -468,8 +569,9 @@ def pool_outcome(
             f'{inputs_line(view)} decision=hold reason="{reason}"', "hold", "giving_back"
         )
     launching = max(0, view.desired - view.serving)
+    ratio = errors.ratio(now, view.pool.scale_out_window)
     reading = scaling.Reading(
-        view.queue, view.streams, view.desired, view.serving, launching, pool_room
+        view.queue, view.streams, view.desired, view.serving, launching, pool_room, ratio
     )
     return act(aws, view, scaling.decide(view.pool, reading, clock, now), dry_run)
 
@@ -488,6 +590,8 @@ def one_pass(
         failure = f"holding every pool, nothing read: {exc}"
         for clock in memory.clocks.values():
             clock.restart()
+        for window in memory.errors.values():
+            window.restart()
         publish(memory, {"up": 0.0})
         if failure != memory.failing:
             lines.append(failure)
@@ -507,9 +611,12 @@ def one_pass(
     for name, view in views.items():
         clock = memory.clocks.setdefault(name, scaling.Clock())
         clock.see(view.pool, view.queue, now)
-        outcome = pool_outcome(aws, config, view, lbs, clock, rooms[name], now, dry_run)
+        errors = memory.errors.setdefault(name, scaling.ErrorWindow())
+        errors.see(now, view.errors, view.responses, view.pool.scale_out_window)
+        outcome = pool_outcome(aws, config, view, lbs, clock, rooms[name], errors, now, dry_run)
         if outcome.restart:
             clock.restart()
+            errors.restart()
         for key in ("queue", "streams", "desired", "serving"):
             figures[f'{key}{{pool="{name}"}}'] = float(getattr(view, key))
         figures[f'min{{pool="{name}"}}'] = float(view.pool.min)

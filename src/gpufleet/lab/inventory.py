@@ -37,6 +37,7 @@ SCALER_POOL_DEFAULTS = {
     "scale_in_queue": 1,
     "scale_in_window": 20,
     "step_factor": 3,
+    "error_ratio": 0.1,
 }
 
 
