@@ -168,6 +168,29 @@ def test_an_lb_that_does_not_answer_holds_every_pool_and_says_so_once(fleet):
     assert desired(fleet["moto"]) == 2
 
 
+def test_a_dry_run_says_its_decisions_and_changes_nothing(fleet):
+    held = requests(fleet, 6)
+    wait_for(lambda: int(backend_row(fleet)["qcur"]) == 4, "4 requests queued", fleet)
+    clients = {s: aws(fleet["moto"], s) for s in ("ec2", "autoscaling")}
+    memory = scaler.Memory()
+    scaler.one_pass(clients, fleet["settings"], memory, dry_run=True)
+    time.sleep(1.1)
+    said = scaler.one_pass(clients, fleet["settings"], memory, dry_run=True)
+    assert said[0].startswith("would: ") and "decision=out+1" in said[0], said
+    assert desired(fleet["moto"]) == 2 and tagged(fleet["moto"]) == []
+    assert "gpufleet_scaler_dry_run 1" in scaler.metrics_text(memory)
+    release(fleet, held)
+
+
+def test_an_ec2_api_that_does_not_answer_holds_every_pool(fleet):
+    clients = {s: aws(f"http://127.0.0.1:{free_port()}", s) for s in ("ec2", "autoscaling")}
+    for client in clients.values():
+        client.meta.config.retries = {"max_attempts": 1}
+    said = scaler.one_pass(clients, fleet["settings"], scaler.Memory(), dry_run=False)
+    assert len(said) == 1 and said[0].startswith("holding every pool, nothing read:"), said
+    assert desired(fleet["moto"]) == 2
+
+
 def refusal(tmp_path: Path, capsys, settings: dict, *options: str) -> str:
     """The one line a refused start says, after checking it exits 78 (EX_CONFIG), which its
     unit does not restart on."""
