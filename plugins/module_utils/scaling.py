@@ -35,6 +35,17 @@ POOL_SETTINGS = (
     "step_factor",
     "error_ratio",
 )
+# A pool's settings where neither it nor scaler_pool_defaults sets them: the seeds'.
+SEEDS = {
+    "min": 1,
+    "max": 6,
+    "scale_out_queue": 10,
+    "scale_out_window": 120,
+    "scale_in_queue": 2,
+    "scale_in_window": 600,
+    "step_factor": 3,
+    "error_ratio": 0.1,
+}
 # Fewer responses than this in a window tell no error ratio.
 MIN_RESPONSES = 20
 # The fleet-wide settings, and the Ansible variable each comes from.
@@ -192,7 +203,7 @@ def error_decision(pool: Pool, reading: Reading) -> Decision | None:
 
 
 def pool_settings(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> Pool:
-    settings = {**defaults, **given}
+    settings = {**SEEDS, **defaults, **given}
     return Pool(
         name=name,
         min=int(settings["min"]),
@@ -252,7 +263,7 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
                 f"(known: {', '.join(POOL_SETTINGS)})"
             )
             continue
-        settings = {**defaults, **given}
+        settings = {**SEEDS, **defaults, **given}
         values = {key: _number(settings.get(key)) for key in POOL_SETTINGS}
         bad = [key for key, value in values.items() if value is None or value < 0]
         if bad:

@@ -12,6 +12,7 @@ from ansible_collections.gpufleet.fleet.plugins.module_utils.scaling import (
     Reading,
     config_problems,
     decide,
+    pool_settings,
 )
 
 POOL = Pool(
@@ -126,6 +127,14 @@ def config(**changes) -> dict:
 
 def test_a_good_config_has_no_problem():
     assert config_problems(config()) == []
+
+
+def test_settings_left_out_are_the_seeds():
+    assert config_problems(config(pool_defaults={})) == []
+    seeds = pool_settings("chat", {}, {})
+    assert (seeds.min, seeds.max, seeds.scale_out_queue, seeds.scale_out_window) == (1, 6, 10, 120)
+    assert (seeds.scale_in_queue, seeds.scale_in_window, seeds.error_ratio) == (2, 600, 0.1)
+    assert pool_settings("chat", {"max": 8}, {"min": 2}).max == 8
 
 
 @pytest.mark.parametrize(
