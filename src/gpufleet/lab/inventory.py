@@ -35,7 +35,7 @@ SCALER_POOL_DEFAULTS = {
     "scale_out_queue": 4,
     "scale_out_window": 10,
     "scale_in_queue": 1,
-    "scale_in_window": 20,
+    "scale_in_window": 15,
     "step_factor": 3,
     "error_ratio": 0.1,
 }

@@ -4,10 +4,10 @@ the official clients' load, on the lab's pool as the earlier steps left it.
 The spike is sized on what serves the pool's model now: its servers' slots at the LB (each
 host's `maxconn`) C and the lab's threshold T. The steady load is S = ceil((C + T + 1) / 10)
 streams and the spike 10 S, so the spike's queue is above T by 1 to 10 requests, which one
-to three more hosts absorb. capacity.yml gives the group that room (min 1, max its desired
-capacity plus the hosts needed), and loadbalancer.yml puts the scaler on lb-1 with the pool
-chat, its min and max the group's (the lab's windows are seconds: group_vars of the lab's
-inventory). Then:
+to three more hosts absorb. Where the group's max leaves less room, capacity.yml gives it
+that room (min 1, max its desired capacity plus the hosts needed); loadbalancer.yml puts
+the scaler on lb-1 with the pool chat, its min and max the group's (the lab's windows are
+seconds: group_vars of the lab's inventory). Then:
 
 - the spike: S streams, then 10 S, asking for the pool's model. The queue of the model's
   backend, the group's desired capacity and the hosts serving are sampled every second from
@@ -324,8 +324,10 @@ def scaler_drill(
     kill; the scaler stopped at the end. Its figures."""
     threshold = SCALER_POOL_DEFAULTS["scale_out_queue"]
     size = spike_size(slots(stats(balancer_address), model_backend(model)), threshold, PER_HOST)
-    desired = group(topology)["DesiredCapacity"]
-    keep_the_pool(paths, topology, model, room=desired - 1 + size.hosts_needed)
+    before = group(topology)
+    if before["MaxSize"] < before["DesiredCapacity"] + size.hosts_needed:
+        room = before["DesiredCapacity"] - 1 + size.hosts_needed
+        keep_the_pool(paths, topology, model, room=room)
     found = group(topology)
     since = int(time.time())
     start_scaler(paths, {POOL: {"min": found["MinSize"], "max": found["MaxSize"]}})
