@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.gpufleet.fleet.plugins.module_utils.scaling import (
+    SEEDS,
     Clock,
     ErrorWindow,
     Pool,
@@ -110,16 +111,7 @@ def config(**changes) -> dict:
         "max_instances": 0,
         "max_dollars_per_hour": 0,
         "drain_timeout": 900,
-        "pool_defaults": {
-            "min": 1,
-            "max": 4,
-            "scale_out_queue": 10,
-            "scale_out_window": 120,
-            "scale_in_queue": 2,
-            "scale_in_window": 600,
-            "step_factor": 3,
-            "error_ratio": 0.1,
-        },
+        "pool_defaults": dict(SEEDS, max=4),
         "pools": {"chat": {}},
     }
     return base | changes

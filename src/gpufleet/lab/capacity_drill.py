@@ -83,14 +83,20 @@ def keep_the_pool(
 ) -> None:
     """capacity.yml for the pool (pools()), on the image published; the group keeps its
     desired capacity."""
+    run_playbook(paths, "capacity.yml", {"capacity_pools": pools(topology, model, spot, room)})
+
+
+def run_playbook(paths: LabPaths, playbook: str, extra_vars: dict[str, Any]) -> None:
+    """One of the playbooks on the lab's inventory, as an operator runs it; LabError with the
+    end of its output when it fails."""
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             str(paths.inventory_dir),
-            "playbooks/capacity.yml",
+            f"playbooks/{playbook}",
             "-e",
-            json.dumps({"capacity_pools": pools(topology, model, spot, room)}),
+            json.dumps(extra_vars),
         ],
         cwd=REPO,
         capture_output=True,
@@ -98,7 +104,7 @@ def keep_the_pool(
         check=False,
     )
     if result.returncode != 0:
-        raise LabError(f"capacity.yml exited {result.returncode}: {result.stdout[-2000:]}")
+        raise LabError(f"{playbook} exited {result.returncode}: {result.stdout[-2000:]}")
 
 
 def group_hosts(topology: LabTopology, group: str = GROUP) -> list[GroupHost]:

@@ -27,17 +27,21 @@ steps find the pool as the drill left it.
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gpufleet.lab import LabError, collection_module_util, ec2, front_door
-from gpufleet.lab.capacity_drill import GROUP, POOL, REPO, group_hosts, keep_the_pool, wait
+from gpufleet.lab.capacity_drill import (
+    GROUP,
+    POOL,
+    group_hosts,
+    keep_the_pool,
+    run_playbook,
+    wait,
+)
 from gpufleet.lab.inventory import SCALER_POOL_DEFAULTS
 from gpufleet.lab.topology import LabPaths, LabTopology
 
@@ -116,22 +120,7 @@ def on_lb(paths: LabPaths, balancer_address: str, command: str) -> str:
 
 def start_scaler(paths: LabPaths, pools: dict[str, Any]) -> None:
     """loadbalancer.yml with the scaler's pools: the operator's way to run it."""
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(paths.inventory_dir),
-            "playbooks/loadbalancer.yml",
-            "-e",
-            json.dumps({"scaler_pools": pools}),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise LabError(f"loadbalancer.yml exited {result.returncode}: {result.stdout[-2000:]}")
+    run_playbook(paths, "loadbalancer.yml", {"scaler_pools": pools})
 
 
 def slots(rows: list[dict[str, str]], backend: str) -> int:
