@@ -4,7 +4,7 @@ image), with the official clients' load through the LB asking for the pool's mod
 (qwen2.5:7b at this point of the run, which the launch tests' hosts serve too).
 
 The spike is ten times a steady load sized on what serves the model, so its queue is above
-the lab's threshold (4) by 1 to 10: for the lab's window (10 s) the scaler sees it, adds one or
+the lab's threshold (4) by 1 to 10: for the lab's window (10 s) the scaler sees it, adds one to
 three hosts, they serve, and the queue falls back. Then 3 long streams and no queue: after the
 lab's quiet window (15 s) the scaler tags the oldest spot instance to drain; once its agent has
 drained it at the LB, the scaler is killed and systemd restarts it; that one instance is
