@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit sanity lab-test clean
 
 help:
-	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, keep the pool as an Auto Scaling group and replace a spot-interrupted host under load, roll the pool onto a new image under load, scale the pool on its LB queue through a tenfold spike and a scale-in that survives the scaler's kill, take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, keep the pool as an Auto Scaling group and replace a spot-interrupted host under load, roll the pool onto a new image under load, take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, ansible-test sanity on the collection, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -64,14 +64,6 @@ DEMO_BAKE_LOG := .cache/demo-bake.log
 REPORT = $(PYTHON) -c 'import json, sys; report = json.load(open(sys.argv[1])); \
 	print("report: %s (%s, wall %.1f s)" % (sys.argv[1], report["outcome"], report["wall_s"]))' \
 	"$$(ls $(1) | tail -n 1)"
-# A launched host in the LB's llama3.1:8b backend, by its address (the membership service put it
-# in a slot): wait until it is UP there, or show its row. $(LAUNCHED_AT_LB) HOST wait|show
-LAUNCHED_AT_LB = $(VENV)/bin/python -c 'import sys; from gpufleet.lab import capacity_drill as drill, lab; \
-	from gpufleet.lab.topology import LabPaths; paths = LabPaths.from_environment(); topology = lab.load(paths); \
-	lb = next(h.address for h in topology.hosts if h.role == "lb"); address = topology.host(sys.argv[1]).address; \
-	rows = lambda: drill.lb_rows(paths, lb, "llama3.1:8b", address); \
-	drill.wait(lambda: any(r["status"].startswith("UP") and int(r["weight"]) > 0 for r in rows()), sys.argv[1] + " UP at the LB") if sys.argv[2] == "wait" \
-	else [print("    %s/%s (%s): %s, %s requests" % (r["pxname"], r["svname"], sys.argv[1], r["status"], r["stot"])) for r in rows()]'
 # KEEP=1 leaves the lab up at the end, to look around.
 KEEP ?=
 
@@ -142,10 +134,11 @@ demo: deps
 	gpufleet lab launch --image $$image --model llama3.1:8b | tee -a $(DEMO_LOG); \
 	launched=$$(awk '/^lab launch: gpu-/ { host = $$3 } END { print host }' $(DEMO_LOG)); \
 	gpufleet lab ssh $$launched "sudo journalctl -b -o cat -u gpufleet-instance-address -u gpufleet-model-store -u gpufleet-ssh-host-keys | grep -E 'private address|hydrated|no instance-store|ssh-keygen|generating'" | sed 's/^/    /'; \
-	echo "--- the LB's membership service takes it in (the EC2 API lists it; no playbook runs), and the official client's requests for llama3.1:8b reach it"; \
-	$(LAUNCHED_AT_LB) $$launched wait; \
+	echo "--- the LB takes it in (loadbalancer.yml from the inventory, which lists it), and the official client's requests for llama3.1:8b reach it"; \
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/loadbalancer.yml | awk '/^PLAY RECAP/ { recap = 1 } recap && /lb-1/ { print "    " $$0 }'; \
 	gpufleet lab load --models llama3.1:8b --seconds 5 | sed -u 's/^/launched host, through the LB: /' | tee -a $(DEMO_LOG); \
-	$(LAUNCHED_AT_LB) $$launched show; \
+	gpufleet lab ssh lb-1 "echo 'show stat -1 4 -1' | sudo socat -t 5 stdio UNIX-CONNECT:/run/haproxy/admin.sock" \
+		| awk -F, -v host=$$launched '$$2 == host && $$1 ~ /llama/ { print "    " $$1 "/" $$2 ": " $$18 ", " $$8 " requests" }'; \
 	echo "--- capacity: the pool chat as an Auto Scaling group on the image (capacity.yml); the lab's EC2 boots its instance, the LB's membership service takes it in; then a spot notice under 20 streams, and the group's replacement serves with no playbook"; \
 	gpufleet lab capacity-drill --image $$image --model llama3.1:8b | tee -a $(DEMO_LOG); \
 	sed 's/^/    lab EC2: /' $(LAB_STATE)/ec2/keeper.log; \
@@ -153,15 +146,13 @@ demo: deps
 	new_image=$$(gpufleet lab derive-image $$image --file '/etc/gpufleet/image-release=demo rollout\n' | tee -a $(DEMO_LOG) | awk '{ print $$4 }'); \
 	pools=$$($(VENV)/bin/python -c 'import json, sys; from gpufleet.lab import capacity_drill as drill, lab; \
 		from gpufleet.lab.topology import LabPaths; topology = lab.load(LabPaths.from_environment()); \
-		drill.publish(topology, sys.argv[1]); print(json.dumps({"capacity_pools": drill.pools(topology, sys.argv[2], room=3)}))' $$new_image llama3.1:8b); \
+		drill.publish(topology, sys.argv[1]); print(json.dumps({"capacity_pools": drill.pools(topology, sys.argv[2])}))' $$new_image llama3.1:8b); \
 	gpufleet lab load --models llama3.1:8b,chat --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/ami_rollout.yml -e "$$pools" \
 		| $(call PROGRESS,ami_rollout,Raise each group|Terminate the old instance) | sed -u 's/^lab load/AMI rollout under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^AMI rollout under load: //'; \
 	$(call REPORT,reports/ami-rollout-*.json) >> $(DEMO_LOG); \
-	echo "--- scaling on the queue: gpufleet-scaler on lb-1 for the pool chat (loadbalancer.yml with scaler_pools); a tenfold spike of streams for llama3.1:8b grows the group until the queue is back under the threshold, then a scale-in under long streams drains a spot host through its agent while the scaler is killed and restarted"; \
-	gpufleet lab scaler-drill --model llama3.1:8b | tee -a $(DEMO_LOG); \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
-	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB|AMI rollout under load): lab load|^(report|bake|front door): |^lab (launch|capacity-drill|derive-image|scaler-drill): ' $(DEMO_LOG) | sed 's/^/    /'
+	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB|AMI rollout under load): lab load|^(report|bake|front door): |^lab (launch|capacity-drill|derive-image): ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .

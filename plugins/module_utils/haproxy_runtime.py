@@ -99,6 +99,13 @@ def stat_rows(socket_path: str, types: list[str]) -> list[dict[str, str]]:
     return parse_stat(command(socket_path, f"show stat -1 {mask} -1"))
 
 
+def serving(row: dict[str, str]) -> bool:
+    """A server's `show stat` row: UP, and its agent check has answered at least once (not
+    INI): a server just put in a slot is UP before its agent is asked."""
+    answered = not row.get("agent_status", "").lstrip("* ").startswith("INI")
+    return row.get("status", "").startswith("UP") and answered
+
+
 def server_addresses(socket_path: str) -> dict[tuple[str, str], str]:
     """(backend, server) -> the server's address, from `show servers state` rows (be_id
     be_name srv_id srv_name srv_addr ...): also at level user, where `show stat` leaves

@@ -113,15 +113,10 @@ class LbStats:
         }
 
     def serving_everywhere(self, address: str, backend: str) -> bool:
-        """UP in the backend with a weight on every LB: a slot just filled is UP at weight 0
-        until its agent's first answer."""
+        """UP in the backend on every LB, its agent having answered (a slot just filled is UP
+        at weight 0 until then; a cold host's 10 % may show as weight 0 too, and serves)."""
         return all(
-            any(
-                r.get("pxname") == backend
-                and r.get("status", "").startswith("UP")
-                and int(r.get("weight") or 0) > 0
-                for r in own
-            )
+            any(r.get("pxname") == backend and haproxy_runtime.serving(r) for r in own)
             for own in self.servers_of(address).values()
         )
 

@@ -35,7 +35,7 @@ HAPROXY_EXPORTER_PORT = 8405
 LAB_LACKS = {
     "gpufleet_gpu_utilization_ratio": "the lab has no GPU",
     "gpufleet_gpu_memory_used_bytes": "the lab has no GPU",
-    "gpufleet_scaler_": "the scaler runs in its own drill",
+    "gpufleet_scaler_": "the scaler runs in `gpufleet lab scaler-drill`",
 }
 SCRAPE_INTERVAL_S = 2
 # How long Prometheus or an exporter may take to answer after it starts.

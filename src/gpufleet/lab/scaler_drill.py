@@ -79,14 +79,12 @@ def queue(rows: list[dict[str, str]], backend: str) -> int:
 
 
 def serving(rows: list[dict[str, str]], backend: str, addresses: set[str]) -> set[str]:
-    """The addresses UP in the backend with a weight (a slot just filled is UP at 0)."""
+    """The addresses UP in the backend with their agent's answer, as the scaler counts them."""
+    serving_row = collection_module_util("haproxy_runtime").serving
     return {
         r["address"]
         for r in rows
-        if r["pxname"] == backend
-        and r["address"] in addresses
-        and r["status"].startswith("UP")
-        and int(r.get("weight") or 0) > 0
+        if r["pxname"] == backend and r["address"] in addresses and serving_row(r)
     }
 
 
