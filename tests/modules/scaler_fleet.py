@@ -83,7 +83,7 @@ class HeldRequests:
 
 
 @contextmanager
-def scaler_fleet(moto: str, directory: Path, pool: dict = POOL) -> Iterator[dict]:
+def scaler_fleet(moto: str, directory: Path, pool: dict | None = None) -> Iterator[dict]:
     """An LB instance at 127.0.0.1 running HAProxy, and the pool chat's group of 2 (on-demand
     base 1) whose instances, at 127.0.0.x, are the model backend's servers; the scaler's
     settings for them, with the pool's settings `pool`."""
@@ -148,7 +148,7 @@ def scaler_fleet(moto: str, directory: Path, pool: dict = POOL) -> Iterator[dict
         "max_instances": 0,
         "max_dollars_per_hour": 0,
         "drain_timeout": 60,
-        "pool_defaults": pool,
+        "pool_defaults": pool or POOL,
         "pools": {"chat": {}},
     }
     try:
@@ -225,7 +225,7 @@ def requests(fleet, count: int) -> list[threading.Thread]:
         with urllib.request.urlopen(url, timeout=40) as response:
             response.read()
 
-    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    threads = [threading.Thread(target=one, daemon=True) for _thread in range(count)]
     for thread in threads:
         thread.start()
     return threads
@@ -233,7 +233,7 @@ def requests(fleet, count: int) -> list[threading.Thread]:
 
 def failing(fleet, count: int) -> None:
     """count requests through the LB that its hosts answer 500."""
-    for _ in range(count):
+    for _request in range(count):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{fleet['frontend']}/fail", timeout=10)
         except urllib.error.HTTPError as exc:

@@ -264,7 +264,10 @@ def scale_in_with_kill(
     started = time.monotonic()
     light = Load(target, [model], concurrency=DRAIN_STREAMS, tokens=DRAIN_TOKENS).start()
     try:
-        (leaving,) = wait(lambda: drain_tagged(topology), "the scaler tagging an instance to drain")
+        found = wait(lambda: drain_tagged(topology), "the scaler tagging an instance to drain")
+        if len(found) != 1:
+            raise LabError(f"the scaler tagged {len(found)} instances to drain at once: {found}")
+        leaving = found[0]
         tagged = time.monotonic()
         address = members[leaving].address
 
