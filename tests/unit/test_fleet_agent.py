@@ -177,9 +177,12 @@ def test_the_agent_check_reads_agent_send_and_answers_each_backend(tmp_path):
 
 
 @pytest.fixture
-def imds(tmp_path, moto):
+def imds(tmp_path, moto, monkeypatch):
     """The IMDS stand-in on loopback, its instances described by the tests' moto server: the
-    agent's requests come from 127.0.0.1, the address of the instance a test runs there."""
+    agent's requests come from 127.0.0.1, the address of the instance a test runs there. The
+    agent waits longer than its 2 s for it: the stand-in asks the moto server, which a busy
+    machine (the lab tests beside these) can slow past that."""
+    monkeypatch.setattr(agent, "HTTP_TIMEOUT", 15.0)
     notices = tmp_path / "notices"
     instances = imds_standin.Instances(moto, "us-east-1")
     server = ThreadingHTTPServer(

@@ -103,18 +103,15 @@ class Instances:
     and Auto Scaling APIs, looked up at most once every LOOKUP_SECONDS."""
 
     def __init__(self, ec2_url: str, region: str) -> None:
-        self.ec2_url, self.region = ec2_url, region
+        import boto3
+
         self.lock = threading.Lock()
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.clients: dict[str, Any] = {}
+        # Made at start: a client's first making takes longer than an agent waits for IMDS.
+        session = boto3.session.Session(**CREDENTIALS, region_name=region)
+        self.clients = {s: session.client(s, endpoint_url=ec2_url) for s in ("ec2", "autoscaling")}
 
     def client(self, service: str) -> Any:
-        if service not in self.clients:
-            import boto3
-
-            self.clients[service] = boto3.session.Session(
-                **CREDENTIALS, region_name=self.region
-            ).client(service, endpoint_url=self.ec2_url)
         return self.clients[service]
 
     def describe(self, address: str) -> dict[str, Any]:
