@@ -335,9 +335,8 @@ def test_a_group_termination_in_its_lifecycle_hook_completes_once_no_lb_has_a_st
                 "LifecycleActionResult": "CONTINUE",
             },
         )
-        lines = scaler.lifecycle_steps(
-            {"autoscaling": autoscaling, "ec2": ec2}, {"env": "prod"}, lbs, False
-        )
+        groups = scaler.env_groups(autoscaling, {"env": "prod"})
+        lines = scaler.lifecycle_steps({"autoscaling": autoscaling, "ec2": ec2}, groups, lbs, False)
         asg_stub.assert_no_pending_responses()
     assert lines == [
         "gpufleet-prod-chat: i-0a at 10.0.0.7 drained on every LB; lifecycle action "

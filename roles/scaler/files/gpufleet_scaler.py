@@ -203,15 +203,17 @@ def pool_backends(group: dict[str, Any]) -> list[str]:
     )
 
 
+def env_groups(autoscaling: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The environment's pool groups, read once a pass."""
+    return pool_groups(autoscaling, config["env"], spot_fallback.BASE_TAG)
+
+
 def find_pools(
-    autoscaling: Any, config: dict[str, Any]
+    env: list[dict[str, Any]], config: dict[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Each configured pool's group, and a problem line for each pool not found or whose
-    settings its group cannot take."""
-    groups = {
-        g["tags"].get(TAGS["pool"], ""): g
-        for g in pool_groups(autoscaling, config["env"], spot_fallback.BASE_TAG)
-    }
+    """Each configured pool's group among the environment's, and a problem line for each
+    pool not found or whose settings its group cannot take."""
+    groups = {g["tags"].get(TAGS["pool"], ""): g for g in env}
     found, problems = {}, []
     for name, pool in pools_of(config).items():
         group = groups.get(name)
@@ -251,8 +253,10 @@ def pools_of(config: dict[str, Any]) -> dict[str, scaling.Pool]:
     }
 
 
-def read_pools(aws: dict[str, Any], config: dict[str, Any], lbs: LbStats) -> dict[str, PoolView]:
-    groups, problems = find_pools(aws["autoscaling"], config)
+def read_pools(
+    aws: dict[str, Any], config: dict[str, Any], lbs: LbStats, env: list[dict[str, Any]]
+) -> dict[str, PoolView]:
+    groups, problems = find_pools(env, config)
     if problems:
         raise LookupError("; ".join(problems))
     members = group_members(aws["ec2"], list(groups.values()))
@@ -505,11 +509,10 @@ def act(aws: dict[str, Any], view: PoolView, decision: scaling.Decision, dry_run
 
 
 def lifecycle_steps(
-    aws: dict[str, Any], config: dict[str, Any], lbs: LbStats, dry_run: bool
+    aws: dict[str, Any], groups: list[dict[str, Any]], lbs: LbStats, dry_run: bool
 ) -> list[str]:
     """Complete the termination lifecycle action of each pool instance in Terminating:Wait
     that no LB has a stream on (its fleet agent drained it on the target lifecycle state)."""
-    groups = pool_groups(aws["autoscaling"], config["env"], spot_fallback.BASE_TAG)
     waiting = group_members(aws["ec2"], groups, states=(TERMINATING_WAIT,))
     lines = []
     for group in groups:
@@ -579,7 +582,8 @@ def one_pass(
     lines: list[str] = []
     try:
         lbs = read_lbs(aws["ec2"], config["env"], int(config["read_port"]))
-        views = read_pools(aws, config, lbs)
+        env = env_groups(aws["autoscaling"], config)
+        views = read_pools(aws, config, lbs, env)
         gpu_running = running(aws["ec2"], "gpu", config["env"])
     except (BotoCoreError, ClientError, haproxy_runtime.RuntimeApiError, LookupError) as exc:
         failure = f"holding every pool, nothing read: {exc}"
@@ -624,7 +628,7 @@ def one_pass(
         if outcome.action != "hold" or outcome.restart or memory.said.get(name) != said:
             lines.append(outcome.line)
         memory.said[name] = said
-    lines += lifecycle_steps(aws, config, lbs, dry_run)
+    lines += lifecycle_steps(aws, env, lbs, dry_run)
     publish(memory, figures)
     return lines
 
@@ -708,7 +712,7 @@ def check_pools(aws: dict[str, Any], config: dict[str, Any]) -> None:
     """SystemExit naming each configured pool EC2 has no group for, or that cannot take its
     settings."""
     try:
-        _groups, problems = find_pools(aws["autoscaling"], config)
+        _groups, problems = find_pools(env_groups(aws["autoscaling"], config), config)
     except (BotoCoreError, ClientError) as exc:
         refuse([f"the Auto Scaling API failed: {exc}"])
     if problems:
