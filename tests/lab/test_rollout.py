@@ -74,7 +74,8 @@ def group_images(lab: dict) -> dict[str, tuple[str, str]]:
 def rollout(lab: dict, pool: dict, *extra: str) -> dict:
     """ami_rollout.yml for the pool under 20 streams of the official clients; its exit
     status, output, report and what the clients saw."""
-    pools = {"capacity_pools": drill.pools(pool["topology"], QWEN, spot=1)}
+    # Room for three more: the scaler tests after these grow the pool without capacity.yml.
+    pools = {"capacity_pools": drill.pools(pool["topology"], QWEN, spot=1, room=3)}
     playbook = ["ansible-playbook", "-i", lab["inventory"], "playbooks/ami_rollout.yml"]
     with Load(target(pool), [QWEN], concurrency=20, tokens=40) as running:
         result = subprocess.run(
