@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 import repo_scripts
+import yaml
 from canned_http import Reply, canned_http
 from fake_nvidia_smi import fake_nvidia_smi
 
 from gpufleet.lab import monitoring
-from gpufleet.lab.system import free_port
+from gpufleet.lab.system import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "docs" / "monitoring"
@@ -103,7 +104,9 @@ def prometheus(tmp_path_factory) -> Iterator[str]:
     with (
         monitoring.running(node_exporter, f"http://127.0.0.1:{node}/metrics"),
         monitoring.running(haproxy, f"http://127.0.0.1:{exporter}/metrics"),
-        monitoring.prometheus(monitoring.prometheus_config(jobs, interval_s=1)) as base,
+        monitoring.prometheus(
+            monitoring.prometheus_config(jobs, interval_s=1, rules=MONITORING / "alerts.yml")
+        ) as base,
     ):
         yield base
     scaler_server.shutdown()
@@ -133,6 +136,26 @@ def test_the_per_pool_queries_name_the_pool_of_the_lbs_server(prometheus):
     assert [series["metric"] for series in pools] == [{"pool": "chat"}]
     loaded = monitoring.query(prometheus, queries["Models loaded per host"])
     assert loaded[0]["metric"] == {"instance": "gpu-1"} and loaded[0]["value"][1] == "1"
+
+
+def test_real_prometheus_evaluates_every_rule_and_the_pool_records_name_the_pool(prometheus):
+    """The rules on the real exporters' series: each evaluates without an error, and the
+    per-pool records find the LB server's pool through the GPU host's labels."""
+    settled = wait_until(
+        lambda: "unknown" not in monitoring.rule_health(prometheus).values(), 30, 0.5
+    )
+    health = monitoring.rule_health(prometheus)
+    assert settled and set(health.values()) == {"ok"}, health
+    groups = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+    assert len(health) == sum(len(group["rules"]) for group in groups), health
+
+    def pools() -> list[dict]:
+        return [
+            s["metric"] for s in monitoring.query(prometheus, "pool:gpufleet_lb_responses:rate5m")
+        ]
+
+    wait_until(lambda: bool(pools()), 30, 0.5)
+    assert pools() == [{"__name__": "pool:gpufleet_lb_responses:rate5m", "pool": "chat"}]
 
 
 def test_every_query_has_its_own_name():

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpufleet.lab import LabError, system
 from gpufleet.lab.topology import LabTopology
@@ -87,10 +88,19 @@ def lab_jobs(topology: LabTopology) -> Jobs:
     return {"gpufleet-gpu": gpu, "gpufleet-lb": lb}
 
 
-def prometheus_config(jobs: Jobs, interval_s: int = SCRAPE_INTERVAL_S) -> str:
-    """A Prometheus configuration with static targets; JSON, which YAML reads."""
-    config = {
-        "global": {"scrape_interval": f"{interval_s}s", "scrape_timeout": f"{interval_s}s"},
+def prometheus_config(
+    jobs: Jobs, interval_s: int = SCRAPE_INTERVAL_S, rules: Path | None = None
+) -> str:
+    """A Prometheus configuration with static targets, and the rule file evaluated at the
+    scrape interval; JSON, which YAML reads."""
+    interval = f"{interval_s}s"
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": interval,
+        },
+        **({"rule_files": [str(rules)]} if rules else {}),
         "scrape_configs": [
             {
                 "job_name": name,
@@ -156,6 +166,18 @@ def query(base: str, expression: str) -> list[dict]:
     if answer.get("status") != "success":
         raise LabError(f"Prometheus refused `{expression}`: {answer}")
     return answer["data"]["result"]
+
+
+def rule_health(base: str) -> dict[str, str]:
+    """Each loaded rule's name (a record's or an alert's) and its health after Prometheus'
+    last evaluation: ok, unknown (not evaluated yet) or the evaluation's error."""
+    with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=10) as reply:  # noqa: S310
+        groups = json.load(reply)["data"]["groups"]
+    return {
+        rule["name"]: rule["health"] if rule["health"] != "err" else rule.get("lastError", "err")
+        for group in groups
+        for rule in group["rules"]
+    }
 
 
 def lab_lacks(expression: str) -> str:
