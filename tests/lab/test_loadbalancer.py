@@ -152,6 +152,12 @@ def test_a_spot_notice_drains_the_host_within_10_s_with_no_failed_request(fleet)
         time.sleep(3)
     report = running.report
     print(f"spot notice to DRAIN in {took:.1f} s; {report.summary()}")
+    # The GPU metrics collector, on its 15 s timer, reads the notice from the host's agent.
+    textfile = "cat /var/lib/node_exporter/textfile/gpufleet_gpu.prom"
+    wait_for(lambda: "gpufleet_spot_interruption_notice 1" in on_host("gpu-2", textfile), 30, 1)
+    metrics = on_host("gpu-2", textfile)
+    assert "gpufleet_agent_draining 1" in metrics, metrics
+    assert 'gpufleet_model_expected{model="llama3.1:8b"} 1' in metrics, metrics
     gpufleet("lab", "spot-notice", "gpu-2", "--clear")
     # A notice stands until the instance goes; in the lab, a restarted agent forgets it.
     on_host("gpu-2", "sudo systemctl restart gpufleet-fleet-agent")

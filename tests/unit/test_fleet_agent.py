@@ -8,12 +8,14 @@ from http.server import ThreadingHTTPServer
 import pytest
 import repo_scripts
 from moto_region import aws
+from prometheus_client.parser import text_string_to_metric_families
 
 from gpufleet.lab.standins import imds as imds_standin
 
 # Installed beside the agent by the role, under this name.
 repo_scripts.load("plugins/module_utils/model_names.py", "gpufleet_model_names")
 agent = repo_scripts.load("roles/fleet_agent/files/gpufleet_fleet_agent.py")
+gpu_metrics = repo_scripts.load("roles/gpu_metrics/files/gpufleet_gpu_metrics.py")
 
 LLAMA, QWEN = "llama3.1:8b", "qwen2.5:7b"
 LLAMA_DIGEST = "sha256:" + "1" * 64
@@ -233,6 +235,45 @@ def test_tags_are_not_in_the_metadata_unless_the_instance_allows_it(imds, moto):
     _notices, url = imds
     instance_at_loopback(moto, "disabled")
     assert agent.Imds(url).text("/latest/meta-data/tags/instance") is None
+
+
+def test_the_metrics_collector_reports_the_agents_drain_notices_and_models(tmp_path, imds):
+    """gpu_metrics reads a real agent's /state: drained by a spot notice from the IMDS
+    stand-in, expecting its model and the pool's alias, named as Ollama lists them."""
+    notices, url = imds
+    (tmp_path / "models").write_text(f"{LLAMA}\nchat\n")
+    running = agent.Agent(agent_args(tmp_path, "--imds", url))
+    imds_standin.give_notice(notices, "127.0.0.1", "spot")
+    running.check()
+    server = agent.serve_state(running, ("127.0.0.1", 0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        state_url = f"http://127.0.0.1:{server.server_address[1]}"
+        text = gpu_metrics.collect("/nonexistent/nvidia-smi", None, state_url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.startswith(("gpufleet_gpu", "gpufleet_metrics"))
+    }
+    assert values == {
+        ("gpufleet_agent_up", ()): 1,
+        ("gpufleet_agent_draining", ()): 1,
+        ("gpufleet_spot_interruption_notice", ()): 1,
+        ("gpufleet_rebalance_recommendation", ()): 0,
+        ("gpufleet_model_expected", (("model", LLAMA),)): 1,
+        ("gpufleet_model_expected", (("model", "chat:latest"),)): 1,
+    }
+
+
+def test_an_agent_that_does_not_answer_is_agent_up_0_and_nothing_else():
+    text = gpu_metrics.collect("/nonexistent/nvidia-smi", None, "http://127.0.0.1:9")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["gpufleet_agent_up"].samples[0].value == 0
+    assert not {"gpufleet_agent_draining", "gpufleet_model_expected"} & set(families)
 
 
 def test_imds_has_no_notice_until_one_is_given_then_keeps_it(imds):

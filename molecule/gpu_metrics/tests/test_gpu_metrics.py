@@ -1,4 +1,4 @@
-"""The collector runs on its timer on a lab host with no GPU and no Ollama."""
+"""The collector runs on its timer on a lab host with no GPU, no Ollama and no fleet agent."""
 
 import re
 import time
@@ -9,7 +9,7 @@ def test_timer_is_enabled_and_active(host):
     assert timer.is_enabled and timer.is_running
 
 
-def test_metrics_file_says_no_gpu_and_no_ollama(host):
+def test_metrics_file_says_no_gpu_no_ollama_and_no_agent(host):
     prom = host.file("/var/lib/node_exporter/textfile/gpufleet_gpu.prom")
     for _attempt in range(20):
         if prom.exists:
@@ -21,6 +21,7 @@ def test_metrics_file_says_no_gpu_and_no_ollama(host):
     assert written.user == "gpufleet-metrics" and written.mode == 0o644
     assert prom.contains("^gpufleet_gpu_up 0$")
     assert prom.contains("^gpufleet_ollama_up 0$")
+    assert prom.contains("^gpufleet_agent_up 0$")
     assert prom.contains("^# TYPE gpufleet_gpu_up gauge$")
 
 

@@ -309,7 +309,8 @@ class Agent:
                 "drain_tag": self.drain_tag,
                 "terminating": self.terminating,
                 "imds_error": self.imds_error,
-                "expected_models": self.expected,
+                # As Ollama lists them (name:latest for a name without a tag).
+                "expected_models": [full_name(model) for model in self.expected],
             }
 
     def watched(self) -> tuple:

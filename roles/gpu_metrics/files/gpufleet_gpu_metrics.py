@@ -3,15 +3,17 @@
 
 Run every 15 s by a systemd timer. Reads per-GPU utilisation, memory, temperature,
 power and ECC errors from `nvidia-smi --query-gpu ... --format=csv`, the loaded
-models and their memory from Ollama's /api/ps, and the models on disk from
-/api/tags. No GPU or no driver gives `gpufleet_gpu_up 0`, and an Ollama that does not
-answer, or answers something other than its documented JSON, `gpufleet_ollama_up 0`:
-neither is a failure. The file is written to a temporary name and renamed, so node
-exporter never reads half of it; a failed write leaves no temporary file behind and
-exits 1 with one line.
+models and their memory from Ollama's /api/ps, the models on disk from /api/tags, and
+from the fleet agent's /state whether it drains the host, the spot interruption notice
+and rebalance recommendation it read from IMDS, and the models the host should serve.
+No GPU or no driver gives `gpufleet_gpu_up 0`, and an Ollama or an agent that does not
+answer, or answers something other than its JSON, `gpufleet_ollama_up 0` or
+`gpufleet_agent_up 0`: none is a failure. The file is written to a temporary name and
+renamed, so node exporter never reads half of it; a failed write leaves no temporary file
+behind and exits 1 with one line.
 
     gpufleet_gpu_metrics.py --output /var/lib/node_exporter/textfile/gpufleet.prom \
-        --ollama http://10.0.1.5:11434
+        --ollama http://10.0.1.5:11434 --agent http://10.0.1.5:11441
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ HELP = {
     "gpufleet_ollama_model_loaded_bytes": ("gauge", "Memory of each loaded model."),
     "gpufleet_ollama_model_vram_bytes": ("gauge", "GPU memory of each loaded model."),
     "gpufleet_ollama_model_disk_bytes": ("gauge", "Size on disk of each model."),
+    "gpufleet_agent_up": ("gauge", "1 when the fleet agent's /state answered."),
+    "gpufleet_agent_draining": (
+        "gauge",
+        "1 while the fleet agent tells HAProxy to drain the host.",
+    ),
+    "gpufleet_spot_interruption_notice": (
+        "gauge",
+        "1 once IMDS has given the instance a spot interruption notice.",
+    ),
+    "gpufleet_rebalance_recommendation": (
+        "gauge",
+        "1 once IMDS has given the instance a rebalance recommendation.",
+    ),
+    "gpufleet_model_expected": ("gauge", "One series per model the host should serve."),
     "gpufleet_metrics_timestamp_seconds": ("gauge", "When these metrics were written."),
 }
 
@@ -174,6 +190,30 @@ def ollama_samples(base_url: str) -> list[tuple[str, dict[str, object], float]]:
     return samples
 
 
+def agent_samples(base_url: str) -> list[tuple[str, dict[str, object], float]]:
+    """The fleet agent's verdict, the IMDS notices it holds and the models it expects, from
+    its /state; only gpufleet_agent_up 0 when it does not answer with a JSON object."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/state", timeout=5) as response:  # noqa: S310
+            state = json.load(response)
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict):
+        return [("gpufleet_agent_up", {}, 0.0)]
+    expected = state.get("expected_models") or []
+    return [
+        ("gpufleet_agent_up", {}, 1.0),
+        ("gpufleet_agent_draining", {}, float(state.get("state") == "drain")),
+        ("gpufleet_spot_interruption_notice", {}, float(bool(state.get("spot_action")))),
+        ("gpufleet_rebalance_recommendation", {}, float(bool(state.get("rebalance")))),
+        *(
+            ("gpufleet_model_expected", {"model": model}, 1.0)
+            for model in expected
+            if isinstance(model, str)
+        ),
+    ]
+
+
 def render(samples: list[tuple[str, dict[str, object], float]]) -> str:
     """Prometheus text exposition, each metric's HELP and TYPE once, before its samples."""
     lines: list[str] = []
@@ -206,12 +246,14 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def collect(nvidia_smi: str, ollama_url: str | None) -> str:
+def collect(nvidia_smi: str, ollama_url: str | None, agent_url: str | None = None) -> str:
     gpus = read_gpus(nvidia_smi)
     samples = [("gpufleet_gpu_up", {}, float(gpus is not None))]
     samples += gpu_samples(gpus or [])
     if ollama_url:
         samples += ollama_samples(ollama_url)
+    if agent_url:
+        samples += agent_samples(agent_url)
     samples.append(("gpufleet_metrics_timestamp_seconds", {}, round(time.time(), 3)))
     return render(samples)
 
@@ -220,10 +262,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, required=True, help="the .prom file to write")
     parser.add_argument("--ollama", help="Ollama's base URL, such as http://10.0.1.5:11434")
+    parser.add_argument(
+        "--agent", help="the fleet agent's state URL, such as http://10.0.1.5:11441"
+    )
     parser.add_argument("--nvidia-smi", default="nvidia-smi", help="nvidia-smi to run")
     args = parser.parse_args()
     try:
-        write_atomically(args.output, collect(args.nvidia_smi, args.ollama))
+        write_atomically(args.output, collect(args.nvidia_smi, args.ollama, args.agent))
     except OSError as exc:
         sys.exit(f"gpufleet_gpu_metrics: cannot write {args.output}: {exc}")
 
