@@ -2,6 +2,7 @@
 btrfs RAID0 over two, a corrupt blob, disks too small for the seed, a reboot."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import repo_scripts
@@ -30,7 +31,18 @@ def configured(tmp_path, seed, devices, backend="mdadm"):
         owner="root",
         devices=devices,
         raid_backend=backend,
+        metrics_file=str(tmp_path / "textfile" / "gpufleet_model_store.prom"),
     )
+
+
+def boot_metrics(config) -> set[str]:
+    """The metrics file's on-seed and failed lines."""
+    lines = Path(config.metrics_file).read_text().splitlines()
+    return {
+        line
+        for line in lines
+        if line.startswith(("gpufleet_model_store_on", "gpufleet_model_store_h"))
+    }
 
 
 def hydrate(config):
@@ -55,6 +67,10 @@ def test_one_disk_gets_xfs_the_whole_seed_checked_and_ollama_pointed_at_it(
     assert "noatime" in findmnt(config.mount_point, "OPTIONS")
     assert store.sizes_match(config.store, store.read_index(seed)[0])
     assert config.environment_file.read_text() == f"OLLAMA_MODELS={config.store}\n"
+    assert boot_metrics(config) == {
+        "gpufleet_model_store_on_seed 0.0",
+        "gpufleet_model_store_hydration_failed 0.0",
+    }
     files = len(store.read_index(seed)[0]["files"])
     assert lines[0].startswith(f"hydrated {config.mount_point} (xfs on 1 disk): {files} files, ")
     assert "every blob's sha256 checked" in lines[0]
@@ -115,6 +131,10 @@ def test_a_corrupt_blob_fails_naming_its_digest_and_ollama_gets_the_seed(
     assert f"blob sha256:{digest} reads as sha256:" in lines[0]
     assert lines[0].endswith(f"Ollama serves the seed {seed} instead")
     assert config.environment_file.read_text() == f"OLLAMA_MODELS={seed}\n"
+    assert boot_metrics(config) == {
+        "gpufleet_model_store_on_seed 1.0",
+        "gpufleet_model_store_hydration_failed 1.0",
+    }
     assert not list(config.store.rglob("*.partial"))
     assert not (config.store.parent / store.MARKER_NAME).exists()
 

@@ -139,6 +139,21 @@ def test_the_models_are_copied_onto_nvme_or_served_from_the_seed_without_it(laun
     assert "hydrated" in on_launched(with_disk, store)
     assert "/mnt/nvme" in on_launched(with_disk, "findmnt -n -o TARGET /mnt/nvme")
     assert "no instance-store" in on_launched(without, store)
+    # Its choice, for Prometheus: the seed without NVMe is by design, not a failed copy.
+    textfile = "/var/lib/node_exporter/textfile/gpufleet_model_store.prom"
+    metrics = f"grep -h '^gpufleet_model_store_[oh]' {textfile}"
+    assert on_launched(with_disk, metrics).split() == [
+        "gpufleet_model_store_on_seed",
+        "0.0",
+        "gpufleet_model_store_hydration_failed",
+        "0.0",
+    ]
+    assert on_launched(without, metrics).split() == [
+        "gpufleet_model_store_on_seed",
+        "1.0",
+        "gpufleet_model_store_hydration_failed",
+        "0.0",
+    ]
 
 
 def test_the_agent_answers_haproxys_check_from_the_lb_only(launched):

@@ -3,9 +3,12 @@ commands each striping backend runs (mdadm cannot run here: the kernel has no md
 
 import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 import repo_scripts
+from prometheus_client.parser import text_string_to_metric_families
 from seeds import pull_seed
 
 store = repo_scripts.load("roles/model_store/files/gpufleet_model_store.py")
@@ -71,6 +74,7 @@ def test_a_seed_missing_a_blob_of_its_index_is_named_before_any_disk_is_touched(
     assert commands.calls == []
     assert f"the seed lacks blob sha256:{blob.name[7:]}" in lines[0]
     assert config.environment_file.read_text() == f"OLLAMA_MODELS={seed}\n"
+    assert boot_metrics(config) == {"on_seed": 1, "hydration_failed": 1}
 
 
 def test_no_instance_store_means_ollama_serves_the_seed(seed, tmp_path):
@@ -80,6 +84,8 @@ def test_no_instance_store_means_ollama_serves_the_seed(seed, tmp_path):
     assert store.hydrate(config, Recording(), log=lines.append) == 0
     assert config.environment_file.read_text() == f"OLLAMA_MODELS={seed}\n"
     assert lines == [f"no instance-store NVMe: Ollama serves the seed {seed}"]
+    # No NVMe is the instance type's design, not a fallback.
+    assert boot_metrics(config) == {"on_seed": 1, "hydration_failed": 0}
 
 
 def lab_config(tmp_path, seed, devices=()):
@@ -89,7 +95,20 @@ def lab_config(tmp_path, seed, devices=()):
         environment_file=tmp_path / "run" / "ollama-models.env",
         owner="root",
         devices=list(devices),
+        metrics_file=str(tmp_path / "textfile" / "gpufleet_model_store.prom"),
     )
+
+
+def boot_metrics(config) -> dict[str, float]:
+    """The metrics file through Prometheus' own parser: name without the prefix -> value;
+    its time stamp checked to be this run's."""
+    found = {
+        sample.name.removeprefix("gpufleet_model_store_"): sample.value
+        for family in text_string_to_metric_families(Path(config.metrics_file).read_text())
+        for sample in family.samples
+    }
+    assert abs(found.pop("chosen_timestamp_seconds") - time.time()) < 60, found
+    return found
 
 
 def test_devices_are_found_by_id_then_by_model_never_the_root_disk(tmp_path):

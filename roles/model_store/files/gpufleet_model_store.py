@@ -17,7 +17,9 @@ at a time, checking each blob's sha256 against the digest in its name. A bad blo
 copied once more; if it is still bad, or the disks are too small, the run fails and
 Ollama is pointed at the seed instead. A marker records a finished copy, so a plain
 reboot (the instance store survives one) only checks sizes. Ollama reads OLLAMA_MODELS
-from the environment file this tool writes. Standard library only.
+from the environment file this tool writes; where the configuration names a metrics file
+(node exporter's textfile collector), it also says there what Ollama serves and whether
+this boot's copy failed. Standard library only.
 """
 
 from __future__ import annotations
@@ -471,6 +473,8 @@ class Config:
     devices: list[str] = field(default_factory=list)
     raid_backend: str = "mdadm"
     workers: int = 0
+    # node exporter's textfile collector file; empty: no metrics.
+    metrics_file: str = ""
 
     @property
     def store(self) -> Path:
@@ -490,8 +494,29 @@ class Config:
         return config
 
 
-def point_ollama_at(config: Config, models: Path) -> None:
+def point_ollama_at(config: Config, models: Path, failed: bool = False) -> None:
     write_atomically(config.environment_file, f"OLLAMA_MODELS={models}\n")
+    if config.metrics_file:
+        on_seed = models == config.seed
+        write_atomically(Path(config.metrics_file), boot_metrics(on_seed, failed, time.time()))
+
+
+def boot_metrics(on_seed: bool, failed: bool, now: float) -> str:
+    """What this boot chose, in Prometheus' text format."""
+    metrics = (
+        ("on_seed", "1 when Ollama serves the image's seed, not an instance-store copy.", on_seed),
+        (
+            "hydration_failed",
+            "1 when this boot's copy failed and Ollama fell back to the seed.",
+            failed,
+        ),
+        ("chosen_timestamp_seconds", "When the model store chose what Ollama serves.", now),
+    )
+    lines = []
+    for name, text, value in metrics:
+        metric = f"gpufleet_model_store_{name}"
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} gauge", f"{metric} {float(value)!r}"]
+    return "\n".join(lines) + "\n"
 
 
 def hydrate(config: Config, commands: Commands, log: Callable[[str], None] = print) -> int:
@@ -530,7 +555,7 @@ def hydrate(config: Config, commands: Commands, log: Callable[[str], None] = pri
         )
         return 0
     except StoreError as exc:
-        point_ollama_at(config, config.seed)
+        point_ollama_at(config, config.seed, failed=True)
         log(f"hydration failed: {exc}; Ollama serves the seed {config.seed} instead")
         return 1
 
