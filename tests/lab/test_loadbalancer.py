@@ -464,17 +464,30 @@ def test_a_key_over_its_limits_gets_429_with_retry_after_and_its_counts_show(fle
     # and its 200s, a moment after HAProxy logged them.
     sent = len(running.report.outcomes) + 25
 
+    def mtail_metrics() -> str:
+        with urllib.request.urlopen(f"http://{fleet['lb']}:3903/metrics", timeout=10) as metrics:
+            return metrics.read().decode()
+
     def every_request_counted() -> bool:
         """mtail counts every one of lab-tight's requests, its 429s and its 200s"""
-        with urllib.request.urlopen(f"http://{fleet['lb']}:3903/metrics", timeout=10) as metrics:
-            exported = metrics.read().decode()
         tight = r'gpufleet_lb_requests_total\{api_key="lab-tight",backend="[^"]+",'
         counted = collections.Counter()
-        for code, value in re.findall(tight + r'code="(\d+)"[^}]*\} (\S+)', exported):
+        for code, value in re.findall(tight + r'code="(\d+)"[^}]*\} (\S+)', mtail_metrics()):
             counted[code] += float(value)
         return counted["429"] >= 1 and counted["200"] >= 1 and counted.total() >= sent
 
     wait_for(every_request_counted, 15, step=1)
+    # Its time to first byte is timed for each request a host answered (those of a model's
+    # backend), not for the 429s the LB answered itself.
+    exported = mtail_metrics()
+    answered = re.findall(
+        r'gpufleet_lb_requests_total\{api_key="lab-tight",backend="be_[^"]+",[^}]*\} (\S+)',
+        exported,
+    )
+    timed = re.findall(
+        r'gpufleet_lb_time_to_first_byte_seconds_count\{api_key="lab-tight",[^}]*\} (\S+)', exported
+    )
+    assert sum(map(float, timed)) == sum(map(float, answered)) > 0, exported
 
 
 @pytest.mark.parametrize(
