@@ -24,7 +24,7 @@ LAB_INVENTORY := $(LAB_STATE)/inventory
 .PHONY: help deps demo docs test lint unit sanity lab-test clean
 
 help:
-	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, keep the pool as an Auto Scaling group and replace a spot-interrupted host under load, roll the pool onto a new image under load, take it down"
+	@echo "make demo   [KEEP=1 leaves the lab up] bring the fleet lab up, show its inventory, bake Packer's build instance as the image is (in the background), apply the baseline and the firewall, preload models, put the LB up as the front door (TLS, API keys, limits, allowlist) and try it as careless clients would, route two models through the LB with the official clients, show who the firewall lets in, swap the pool's model under load, patch the fleet under load, run the dashboard's queries on Prometheus, launch a host from the baked image and serve through it, keep the pool as an Auto Scaling group and replace a spot-interrupted host under load, roll the pool onto a new image under load, scale the pool on the LB's queue (out on a spike, in through a drain), take it down"
 	@echo "make test   ruff, ansible-lint (production), unit, stand-in, inventory, disk and AWS tests, ansible-test sanity on the collection, lab tests with molecule; ends with the minutes of each phase against the 35-minute budget"
 	@echo "make deps   install the Debian packages and the Python virtualenv only"
 	@echo "make docs   write docs/variables.md from the roles' argument specs"
@@ -146,13 +146,15 @@ demo: deps
 	new_image=$$(gpufleet lab derive-image $$image --file '/etc/gpufleet/image-release=demo rollout\n' | tee -a $(DEMO_LOG) | awk '{ print $$4 }'); \
 	pools=$$($(VENV)/bin/python -c 'import json, sys; from gpufleet.lab import capacity_drill as drill, lab; \
 		from gpufleet.lab.topology import LabPaths; topology = lab.load(LabPaths.from_environment()); \
-		drill.publish(topology, sys.argv[1]); print(json.dumps({"capacity_pools": drill.pools(topology, sys.argv[2])}))' $$new_image llama3.1:8b); \
+		drill.publish(topology, sys.argv[1]); print(json.dumps({"capacity_pools": drill.pools(topology, sys.argv[2], room=3)}))' $$new_image llama3.1:8b); \
 	gpufleet lab load --models llama3.1:8b,chat --concurrency 20 -- \
 		ansible-playbook -i $(LAB_INVENTORY) playbooks/ami_rollout.yml -e "$$pools" \
 		| $(call PROGRESS,ami_rollout,Raise each group|Terminate the old instance) | sed -u 's/^lab load/AMI rollout under load: &/' | tee -a $(DEMO_LOG) | sed -u 's/^AMI rollout under load: //'; \
 	$(call REPORT,reports/ami-rollout-*.json) >> $(DEMO_LOG); \
+	echo "--- scaler: gpufleet-scaler on lb-1 grows the pool's group on a spike of the LB's queue (ten times a steady load), then drains and removes one instance in the quiet, killed mid-drain"; \
+	gpufleet lab scaler-drill --model llama3.1:8b | tee -a $(DEMO_LOG); \
 	echo "=== summary after $$(( ($$(date +%s) - demo_started) / 60 )) min: requests through the LB (served, failed, truncated), each step's seconds, the reports"; \
-	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB|AMI rollout under load): lab load|^(report|bake|front door): |^lab (launch|capacity-drill|derive-image): ' $(DEMO_LOG) | sed 's/^/    /'
+	grep -E '^(LB, two models and the alias|model swap under load|patch window under load|launched host, through the LB|AMI rollout under load): lab load|^(report|bake|front door): |^lab (launch|capacity-drill|derive-image|scaler-drill): ' $(DEMO_LOG) | sed 's/^/    /'
 
 lint: deps
 	ruff check .
